@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.broker import BrokerHandle, app_config, new_secret, run_broker
+from tests.support.receiver import WebhookReceiver, echo_messages
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    recv = WebhookReceiver(secret=new_secret(), on_events=echo_messages)
+    async with recv.serving():
+        yield recv
+
+
+@pytest.fixture
+async def broker(receiver: WebhookReceiver) -> AsyncIterator[BrokerHandle]:
+    """One broker with two apps: ``demo`` (webhooks to ``receiver``) and ``other``."""
+    configs = [
+        app_config("demo", receiver.url, receiver.secret, messages_per_second=1000,
+                   message_burst=1000),
+        app_config("other", receiver.url, receiver.secret),
+    ]
+    async with run_broker(configs) as handle:
+        yield handle

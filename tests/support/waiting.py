@@ -1,0 +1,37 @@
+"""Waiting for conditions instead of sleeping (nats-server's checkFor)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# One knob to slow every wait down on a loaded machine: TB_TEST_TIME_SCALE=3.
+TIME_SCALE = float(os.environ.get("TB_TEST_TIME_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIME_SCALE
+
+
+async def check_for(
+    seconds: float,
+    condition: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
+    interval: float = 0.02,
+    what: str = "condition",
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``seconds``."""
+    deadline = time.monotonic() + scaled(seconds)
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -1,0 +1,176 @@
+"""Apps (tenants): who may call the API, where their webhooks go, and their limits.
+
+An app file (TOML or JSON) holds a list of apps with exactly the contract's field names.
+Validation happens once, at load, with errors that name the app and the field but never
+echo a key or secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tunnel_broker.signing import InvalidSecret, decode_secret
+
+MIN_API_KEY_LENGTH = 16
+
+
+class AppLimits(BaseModel):
+    """Per-app limits; every one has a safe default so an app file may omit them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_message_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 128 * 1024
+    messages_per_second: Annotated[float, Field(gt=0, le=100_000)] = 50.0
+    message_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    max_tunnels_per_user: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    max_groups_per_tunnel: Annotated[int, Field(ge=0, le=10_000)] = 100
+    max_token_claims_bytes: Annotated[int, Field(ge=256, le=16 * 1024)] = 4096
+    max_tunnel_ttl_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 86400
+    default_tunnel_ttl_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 3600
+    api_requests_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 1000.0
+    api_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+    webhook_buffer_events: Annotated[int, Field(ge=10, le=10_000_000)] = 50_000
+    webhook_buffer_bytes: Annotated[int, Field(ge=64 * 1024, le=4 * 1024**3)] = 64 * 1024 * 1024
+    webhook_batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = 500
+    webhook_batch_max_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    webhook_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+
+class App(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    api_keys: Annotated[list[str], Field(min_length=1)]
+    webhook_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
+    webhook_secrets: Annotated[list[str], Field(min_length=1)]
+    limits: AppLimits = AppLimits()
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key) < MIN_API_KEY_LENGTH or any(c.isspace() for c in key):
+                raise ValueError(
+                    f"each API key needs at least {MIN_API_KEY_LENGTH} non-space characters"
+                )
+        return keys
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_well_formed(cls, secrets: list[str]) -> list[str]:
+        for secret in secrets:
+            try:
+                decode_secret(secret)
+            except InvalidSecret as exc:
+                raise ValueError(str(exc)) from None
+        return secrets
+
+    def __repr__(self) -> str:
+        return f"App(id={self.id!r}, webhook_url={self.webhook_url!r})"
+
+    __str__ = __repr__
+
+
+class AppsFileError(ValueError):
+    """The apps file cannot be used; the message names the file, app and field."""
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_apps(raw: Any, source: str = "apps") -> list[App]:
+    """Validate a decoded apps document: a list, or ``{"apps": [...]}``."""
+    if isinstance(raw, dict) and "apps" in raw:
+        raw = raw["apps"]
+    if not isinstance(raw, list):
+        raise AppsFileError(f"{source}: expected a list of apps (or a table 'apps')")
+    apps: list[App] = []
+    seen_ids: set[str] = set()
+    seen_keys: set[str] = set()
+    for index, item in enumerate(raw):
+        label = item.get("id", f"#{index}") if isinstance(item, dict) else f"#{index}"
+        try:
+            app = App.model_validate(item)
+        except ValidationError as exc:
+            raise AppsFileError(f"{source}: app {label}: {_describe(exc)}") from None
+        if app.id in seen_ids:
+            raise AppsFileError(f"{source}: app id {app.id!r} appears twice")
+        for key in app.api_keys:
+            if key in seen_keys:
+                raise AppsFileError(f"{source}: app {app.id}: an API key is used by two apps")
+            seen_keys.add(key)
+        seen_ids.add(app.id)
+        apps.append(app)
+    return apps
+
+
+def load_apps_file(path: str | Path) -> list[App]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AppsFileError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise AppsFileError(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"
+        ) from None
+    return parse_apps(raw, str(path))
+
+
+def _key_digest(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+class AppRegistry:
+    """The apps this process knows, indexed for API-key lookup.
+
+    Keys are indexed by their SHA-256 so the dictionary lookup's timing says nothing
+    about the key; the final comparison is constant-time.
+    """
+
+    def __init__(self, apps: Iterable[App] = ()) -> None:
+        self._apps: dict[str, App] = {}
+        self._by_key: dict[bytes, tuple[str, App]] = {}
+        for app in apps:
+            self.put(app)
+
+    def put(self, app: App) -> None:
+        self.remove(app.id)
+        self._apps[app.id] = app
+        for key in app.api_keys:
+            self._by_key[_key_digest(key)] = (key, app)
+
+    def remove(self, app_id: str) -> None:
+        old = self._apps.pop(app_id, None)
+        if old is not None:
+            for key in old.api_keys:
+                self._by_key.pop(_key_digest(key), None)
+
+    def get(self, app_id: str) -> App | None:
+        return self._apps.get(app_id)
+
+    def all(self) -> list[App]:
+        return list(self._apps.values())
+
+    def by_api_key(self, api_key: str) -> App | None:
+        found = self._by_key.get(_key_digest(api_key))
+        if found is None:
+            return None
+        key, app = found
+        return app if hmac.compare_digest(key.encode(), api_key.encode()) else None

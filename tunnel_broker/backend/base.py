@@ -1,0 +1,116 @@
+"""The backend interface.
+
+Exception tree::
+
+    BackendUnavailable     the shared state cannot be reached; the API answers 503
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunnel_broker.errors import BrokerError
+from tunnel_broker.events import iso_time
+from tunnel_broker.targets import Target
+from tunnel_broker.tunnel import Tunnel
+
+
+class BackendUnavailable(BrokerError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelRecord:
+    """What presence queries return about a tunnel, wherever it is held."""
+
+    tunnel_id: str
+    user_id: str
+    identity: dict[str, Any]
+    meta: dict[str, Any]
+    groups: tuple[str, ...]
+    connected_at: float
+    node_id: str
+
+    @classmethod
+    def of(cls, tunnel: Tunnel, node_id: str) -> TunnelRecord:
+        return cls(
+            tunnel.tunnel_id,
+            tunnel.user_id,
+            tunnel.identity,
+            tunnel.meta,
+            tuple(sorted(tunnel.groups)),
+            tunnel.connected_at,
+            node_id,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tunnel_id": self.tunnel_id,
+            "user_id": self.user_id,
+            "identity": self.identity,
+            "meta": self.meta,
+            "groups": list(self.groups),
+            "connected_at": iso_time(self.connected_at),
+            "node_id": self.node_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[TunnelRecord] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+class Backend(ABC):
+    """Registry of open tunnels and router of pushes and closes to them."""
+
+    name: str
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect to shared state; called once before serving."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; idempotent."""
+
+    def ready(self) -> bool:
+        return True
+
+    @abstractmethod
+    async def attach(self, tunnel: Tunnel) -> bool:
+        """Register a just-connected tunnel, taking over an older socket with the same id
+        (closed with 4409) wherever it is; True if it took one over."""
+
+    @abstractmethod
+    async def detach(self, tunnel: Tunnel) -> None:
+        """Forget a closed tunnel unless a newer socket has taken its id over."""
+
+    @abstractmethod
+    async def count_user_tunnels(self, app_id: str, user_id: str) -> int: ...
+
+    @abstractmethod
+    async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
+        """Send a payload to a target; return the named tunnel ids that are not open."""
+
+    @abstractmethod
+    async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
+        """Close the target's tunnels; return how many were open."""
+
+    @abstractmethod
+    async def join(self, app_id: str, tunnel_id: str, group: str) -> bool:
+        """Add an open tunnel to a group; False if the tunnel is not open."""
+
+    @abstractmethod
+    async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool: ...
+
+    @abstractmethod
+    async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None: ...
+
+    @abstractmethod
+    async def list_user(
+        self, app_id: str, user_id: str, cursor: str | None, limit: int
+    ) -> Page: ...
+
+    @abstractmethod
+    async def list_group(self, app_id: str, group: str, cursor: str | None, limit: int) -> Page: ...

@@ -1,0 +1,113 @@
+"""The tunnels open on this process, indexed by tunnel, user, group and app.
+
+The hub is purely local bookkeeping. Which process holds a tunnel, and how a push reaches
+it, is the backend's business (``backend/``); the hub only answers "which of *my*
+tunnels are these" and carries out deliveries and closes on them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from tunnel_broker.targets import Target
+from tunnel_broker.tunnel import Tunnel
+
+Key = tuple[str, str]
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._tunnels: dict[Key, Tunnel] = {}
+        self._by_user: dict[Key, set[Tunnel]] = defaultdict(set)
+        self._by_group: dict[Key, set[Tunnel]] = defaultdict(set)
+        self._by_app: dict[str, set[Tunnel]] = defaultdict(set)
+        self.messages_out: dict[str, int] = defaultdict(int)
+
+    def __len__(self) -> int:
+        return len(self._tunnels)
+
+    def __iter__(self) -> Iterator[Tunnel]:
+        return iter(list(self._tunnels.values()))
+
+    def count_by_app(self) -> dict[str, int]:
+        return {app_id: len(tunnels) for app_id, tunnels in self._by_app.items()}
+
+    def get(self, app_id: str, tunnel_id: str) -> Tunnel | None:
+        return self._tunnels.get((app_id, tunnel_id))
+
+    def add(self, tunnel: Tunnel) -> Tunnel | None:
+        """Index ``tunnel``; return the tunnel it replaces (same id), now unindexed."""
+        app_id = tunnel.app.id
+        previous = self._tunnels.get((app_id, tunnel.tunnel_id))
+        if previous is not None:
+            self.remove(previous)
+        self._tunnels[(app_id, tunnel.tunnel_id)] = tunnel
+        self._by_user[(app_id, tunnel.user_id)].add(tunnel)
+        self._by_app[app_id].add(tunnel)
+        for group in tunnel.groups:
+            self._by_group[(app_id, group)].add(tunnel)
+        return previous
+
+    def remove(self, tunnel: Tunnel) -> bool:
+        """Unindex ``tunnel`` if it is the current holder of its id."""
+        app_id = tunnel.app.id
+        if self._tunnels.get((app_id, tunnel.tunnel_id)) is not tunnel:
+            return False
+        del self._tunnels[(app_id, tunnel.tunnel_id)]
+        _discard(self._by_user, (app_id, tunnel.user_id), tunnel)
+        for group in tunnel.groups:
+            _discard(self._by_group, (app_id, group), tunnel)
+        apps = self._by_app.get(app_id)
+        if apps is not None:
+            apps.discard(tunnel)
+            if not apps:
+                del self._by_app[app_id]
+        return True
+
+    def join(self, tunnel: Tunnel, group: str) -> None:
+        tunnel.groups.add(group)
+        if self._tunnels.get((tunnel.app.id, tunnel.tunnel_id)) is tunnel:
+            self._by_group[(tunnel.app.id, group)].add(tunnel)
+
+    def leave(self, tunnel: Tunnel, group: str) -> None:
+        tunnel.groups.discard(group)
+        _discard(self._by_group, (tunnel.app.id, group), tunnel)
+
+    def user_tunnels(self, app_id: str, user_id: str) -> set[Tunnel]:
+        return self._by_user.get((app_id, user_id), set())
+
+    def group_tunnels(self, app_id: str, group: str) -> set[Tunnel]:
+        return self._by_group.get((app_id, group), set())
+
+    def deliver(self, app_id: str, target: Target, payload: str | bytes) -> set[str]:
+        """Send ``payload`` to the local tunnels of ``target``; return who got it."""
+        delivered: set[str] = set()
+        for tunnel in self.resolve(app_id, target):
+            if tunnel.deliver(payload):
+                delivered.add(tunnel.tunnel_id)
+        self.messages_out[app_id] += len(delivered)
+        return delivered
+
+    def resolve(self, app_id: str, target: Target) -> Iterable[Tunnel]:
+        """The local tunnels a target names, each once."""
+        if target.kind == "all":
+            return list(self._by_app.get(app_id, ()))
+        if target.kind == "tunnels":
+            found = (self._tunnels.get((app_id, t)) for t in dict.fromkeys(target.ids))
+            return [t for t in found if t is not None]
+        index = self._by_user if target.kind == "users" else self._by_group
+        if len(target.ids) == 1:
+            return list(index.get((app_id, target.ids[0]), ()))
+        seen: set[Tunnel] = set()
+        for name in target.ids:
+            seen.update(index.get((app_id, name), ()))
+        return seen
+
+
+def _discard(index: dict[Key, set[Tunnel]], key: Key, tunnel: Tunnel) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(tunnel)
+        if not members:
+            del index[key]

@@ -1,0 +1,96 @@
+"""Prometheus metrics, on a registry of the node's own (several nodes can live in one
+test process). Gauges that mirror state (tunnels open, buffer depth) are read at scrape
+time instead of being updated on every event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _StateCollector(Collector):
+    def __init__(
+        self,
+        tunnels_open: Callable[[], dict[str, int]],
+        buffer_depth: Callable[[], dict[str, int]],
+        ready: Callable[[], bool],
+        messages_out: Callable[[], dict[str, int]],
+    ) -> None:
+        self._messages_out = messages_out
+        self._tunnels_open = tunnels_open
+        self._buffer_depth = buffer_depth
+        self._ready = ready
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        out = CounterMetricFamily(
+            "tb_messages_out", "Messages delivered to clients on this node", labels=["app"]
+        )
+        for app_id, count in sorted(self._messages_out().items()):
+            out.add_metric([app_id], count)
+        yield out
+        tunnels = GaugeMetricFamily("tb_tunnels_open", "Open tunnels on this node", labels=["app"])
+        for app_id, count in sorted(self._tunnels_open().items()):
+            tunnels.add_metric([app_id], count)
+        yield tunnels
+        depth = GaugeMetricFamily(
+            "tb_webhook_buffer_events", "Events waiting for webhook delivery", labels=["app"]
+        )
+        for app_id, count in sorted(self._buffer_depth().items()):
+            depth.add_metric([app_id], count)
+        yield depth
+        yield GaugeMetricFamily("tb_ready", "1 when ready for traffic", value=int(self._ready()))
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.connects = Counter(
+            "tb_connects", "WebSocket connect attempts by result", ["app", "result"], registry=r
+        )
+        self.closes = Counter(
+            "tb_tunnel_closes", "Tunnels closed by reason", ["app", "reason"], registry=r
+        )
+        self.messages_in = Counter("tb_messages_in", "Messages from clients", ["app"], registry=r)
+        self.webhook_requests = Counter(
+            "tb_webhook_requests", "Webhook requests by outcome", ["app", "outcome"], registry=r
+        )
+        self.webhook_events = Counter(
+            "tb_webhook_events", "Events acknowledged by webhook receivers", ["app"], registry=r
+        )
+        self.webhook_retries = Counter(
+            "tb_webhook_retries", "Webhook batches retried", ["app"], registry=r
+        )
+        self.webhook_bad_replies = Counter(
+            "tb_webhook_bad_replies",
+            "2xx webhook replies whose body was unusable",
+            ["app"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "tb_webhook_latency_seconds",
+            "Webhook request latency (successful attempts)",
+            ["app"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "tb_api_requests", "HTTP API requests by status", ["status"], registry=r
+        )
+
+    def watch_state(
+        self,
+        tunnels_open: Callable[[], dict[str, int]],
+        buffer_depth: Callable[[], dict[str, int]],
+        ready: Callable[[], bool],
+        messages_out: Callable[[], dict[str, int]],
+    ) -> None:
+        self.registry.register(_StateCollector(tunnels_open, buffer_depth, ready, messages_out))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

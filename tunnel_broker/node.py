@@ -1,0 +1,145 @@
+"""A broker node: the apps, the hub, the backend and the relay, wired, with a lifecycle.
+
+``start`` before serving; ``drain`` on SIGTERM (unready, refuse connects, let clients
+leave, close the rest with 1012, flush webhooks); ``stop`` releases everything and is
+idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from tunnel_broker.actions import ActionRunner
+from tunnel_broker.apps import App, AppRegistry
+from tunnel_broker.backend.base import Backend
+from tunnel_broker.backend.memory import MemoryBackend
+from tunnel_broker.closecodes import CloseCode
+from tunnel_broker.config import Settings
+from tunnel_broker.hub import Hub
+from tunnel_broker.metrics import Metrics
+from tunnel_broker.ratelimit import TokenBucket
+from tunnel_broker.relay import WebhookRelay
+from tunnel_broker.tokens import TokenCodec
+
+logger = logging.getLogger("tunnel_broker.node")
+
+
+class Node:
+    def __init__(self, settings: Settings, apps: list[App], backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.apps = AppRegistry(apps)
+        self.hub = Hub()
+        self.metrics = Metrics()
+        self.backend = backend or MemoryBackend(self.hub, settings.node_id)
+        self.tokens = TokenCodec(settings.secret_keys())
+        self.actions = ActionRunner(self.backend, self.hub)
+        self.relay = WebhookRelay(
+            self.apps,
+            self.metrics,
+            self.actions.run,
+            retry_after_limit=max(settings.webhook_retry_max_delay, 1.0),
+        )
+        self.relay.backoff.cap = settings.webhook_retry_max_delay
+        self.started = False
+        self.draining = False
+        self._stopped = False
+        self._api_buckets: dict[str, TokenBucket] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self.metrics.watch_state(
+            self.hub.count_by_app,
+            self.relay.buffer_depths,
+            self.ready,
+            lambda: dict(self.hub.messages_out),
+        )
+
+    def ready(self) -> bool:
+        return self.started and not self.draining and self.backend.ready()
+
+    async def start(self) -> None:
+        await self.backend.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+        self.started = True
+        logger.info(
+            "node %s ready: backend=%s apps=%s",
+            self.settings.node_id,
+            self.backend.name,
+            ",".join(a.id for a in self.apps.all()) or "(none)",
+        )
+
+    def api_allowed(self, app: App) -> TokenBucket | None:
+        """Spend one API request of ``app``'s budget; the bucket if it is exhausted."""
+        bucket = self._api_buckets.get(app.id)
+        if bucket is None:
+            limits = app.limits
+            bucket = self._api_buckets[app.id] = TokenBucket(
+                limits.api_requests_per_second, limits.api_burst
+            )
+        return None if bucket.take() else bucket
+
+    async def _sweep(self) -> None:
+        """Close idle and too-old tunnels; one task for all tunnels instead of a timer
+        each, which keeps an idle tunnel cheap."""
+        settings = self.settings
+        while True:
+            await asyncio.sleep(settings.sweep_interval)
+            now = time.monotonic()
+            wall = time.time()
+            for tunnel in self.hub:
+                if tunnel.closing:
+                    continue
+                if settings.idle_timeout and now - tunnel.last_activity > settings.idle_timeout:
+                    tunnel.close(CloseCode.GOING_AWAY, "idle_timeout")
+                elif (
+                    settings.max_connection_seconds
+                    and wall - tunnel.connected_at > settings.max_connection_seconds
+                ):
+                    tunnel.close(CloseCode.GOING_AWAY, "max_lifetime")
+
+    def begin_drain(self) -> asyncio.Task[None]:
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain(), name="drain")
+        return self._drain_task
+
+    async def drain(self) -> None:
+        """Leave the cluster gracefully; see the module docstring for the steps."""
+        self.draining = True
+        settings = self.settings
+        logger.info(
+            "draining: %d tunnels open, waiting up to %.1fs", len(self.hub), settings.drain_seconds
+        )
+        await self._wait_until(lambda: len(self.hub) == 0, settings.drain_seconds)
+        for tunnel in self.hub:
+            tunnel.close(CloseCode.SERVICE_RESTART, "broker_restarting")
+        # The reading tasks emit tunnel.closed as their sockets finish closing.
+        await self._wait_until(lambda: len(self.hub) == 0, 5.0)
+        left = await self.relay.flush(settings.shutdown_flush_seconds)
+        if left:
+            logger.error("drain: %d webhook events still undelivered", left)
+        else:
+            logger.info("drain complete: all webhook events delivered")
+
+    @staticmethod
+    async def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+        # Polled: the condition spans many tasks' state, and this runs once per process.
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._drain_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.relay.close()
+        await self.backend.stop()
