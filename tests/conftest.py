@@ -19,8 +19,9 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 async def broker(receiver: WebhookReceiver) -> AsyncIterator[BrokerHandle]:
     """One broker with two apps: ``demo`` (webhooks to ``receiver``) and ``other``."""
     configs = [
-        app_config("demo", receiver.url, receiver.secret, messages_per_second=1000,
-                   message_burst=1000),
+        app_config(
+            "demo", receiver.url, receiver.secret, messages_per_second=1000, message_burst=1000
+        ),
         app_config("other", receiver.url, receiver.secret),
     ]
     async with run_broker(configs) as handle:

@@ -41,7 +41,6 @@ class Node:
             self.apps,
             self.metrics,
             self.actions.run,
-            retry_after_limit=max(settings.webhook_retry_max_delay, 1.0),
         )
         self.relay.backoff.cap = settings.webhook_retry_max_delay
         self.started = False

@@ -108,6 +108,8 @@ class WebhookRelay:
         metrics: Metrics,
         on_actions: ActionHandler,
         backoff: Backoff | None = None,
+        # A receiver may ask for longer pauses than our own backoff would take, but not
+        # for more than ten minutes: past that it is more likely a bug than a plan.
         retry_after_limit: float = 600.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -133,7 +134,9 @@ async def test_group_join_leave_and_presence(broker: BrokerHandle) -> None:
 async def test_presence_pages_through_a_users_tunnels(broker: BrokerHandle) -> None:
     demo = broker.client("demo")
     issued = [await demo.issue("dave") for _ in range(5)]
-    async with contextlib_all(open_tunnel(i["connect_url"]) for i in issued):
+    async with contextlib.AsyncExitStack() as stack:
+        for item in issued:
+            await stack.enter_async_context(open_tunnel(item["connect_url"]))
         await check_for(5, lambda: len(broker.node.hub) == 5)
         seen: list[str] = []
         cursor = None
@@ -148,22 +151,6 @@ async def test_presence_pages_through_a_users_tunnels(broker: BrokerHandle) -> N
         assert len(seen) == 5
         bad = await demo.http.get("/v1/users/dave/tunnels", params={"limit": "0"})
         assert bad.status_code == 422
-
-
-def contextlib_all(managers):  # type: ignore[no-untyped-def]
-    import contextlib
-
-    stack = contextlib.AsyncExitStack()
-
-    class _All:
-        async def __aenter__(self):  # type: ignore[no-untyped-def]
-            for m in managers:
-                await stack.enter_async_context(m)
-
-        async def __aexit__(self, *exc):  # type: ignore[no-untyped-def]
-            await stack.aclose()
-
-    return _All()
 
 
 async def test_close_by_tunnel_and_by_user(broker: BrokerHandle, receiver: WebhookReceiver) -> None:
@@ -227,12 +214,19 @@ async def test_reconnect_with_same_token_takes_tunnel_over(
     assert kinds == ["tunnel.connected", "tunnel.message", "tunnel.closed"]
 
 
-async def test_oversized_frame_closes_with_1009(broker: BrokerHandle, receiver: WebhookReceiver) -> None:
+async def test_oversized_frame_closes_with_1009(
+    broker: BrokerHandle, receiver: WebhookReceiver
+) -> None:
     limit = broker.client("demo").app.limits.max_message_bytes
     issued = await broker.client("demo").issue("gina")
     async with open_tunnel(issued["connect_url"]) as ws:
         await ws.send("x" * (limit + 1))
-        code, reason = await closed_with(ws)
+        assert await closed_with(ws) == (1009, "message_too_big")
+    # Far past every app's limit, the protocol layer refuses the frame before buffering it.
+    huge = await broker.client("demo").issue("gina")
+    async with open_tunnel(huge["connect_url"]) as ws:
+        await ws.send(b"x" * (limit * 4))
+        code, _ = await closed_with(ws)
     assert code == 1009
     await check_for(5, lambda: receiver.events_of(issued["tunnel_id"], "tunnel.closed"))
     assert receiver.events_of(issued["tunnel_id"], "tunnel.message") == []
@@ -241,20 +235,18 @@ async def test_oversized_frame_closes_with_1009(broker: BrokerHandle, receiver: 
 async def test_message_rate_limit_closes_with_1008(receiver: WebhookReceiver) -> None:
     from tests.support.broker import app_config, run_broker
 
-    configs = [app_config("slow", receiver.url, receiver.secret, messages_per_second=5, message_burst=5)]
+    configs = [
+        app_config("slow", receiver.url, receiver.secret, messages_per_second=5, message_burst=5)
+    ]
     async with run_broker(configs) as handle:
         issued = await handle.client("slow").issue("henry")
         async with open_tunnel(issued["connect_url"]) as ws:
             for i in range(20):
                 await ws.send(f"m{i}")
-            code, reason = await closed_with_ignoring_echoes(ws)
+            code, reason = await closed_with(ws)
         assert (code, reason) == (1008, "rate_limited")
         await check_for(5, lambda: receiver.events_of(issued["tunnel_id"], "tunnel.closed"))
         assert len(receiver.events_of(issued["tunnel_id"], "tunnel.message")) == 5
-
-
-async def closed_with_ignoring_echoes(ws) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    return await closed_with(ws)
 
 
 async def test_too_many_tunnels_per_user_is_refused(receiver: WebhookReceiver) -> None:
@@ -278,7 +270,10 @@ async def test_too_many_tunnels_per_user_is_refused(receiver: WebhookReceiver) -
     ("mutate", "expected"),
     [
         (lambda url: url.replace("token=", "token=x"), (4401, "token_invalid")),
-        (lambda url: url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB"), (4401, "token_invalid")),
+        (
+            lambda url: url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB"),
+            (4401, "token_invalid"),
+        ),
         (lambda url: url.split("?")[0], (4401, "token_invalid")),
         (lambda url: url.split("?")[0] + "?token=garbage.garbage", (4401, "token_invalid")),
     ],

@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.servers import free_port
 from tunnel_broker.apps import App, parse_apps
 from tunnel_broker.config import Secret, Settings
 from tunnel_broker.node import Node
 from tunnel_broker.server import running
-from tests.support.servers import free_port
 
 
 def new_secret() -> str:
@@ -46,7 +46,9 @@ class AppClient:
         result: dict[str, Any] = response.json()
         return result
 
-    async def send(self, to: dict[str, Any], data: str | None = None, **extra: Any) -> httpx.Response:
+    async def send(
+        self, to: dict[str, Any], data: str | None = None, **extra: Any
+    ) -> httpx.Response:
         message: dict[str, Any] = {"to": to, **extra}
         if data is not None:
             message["data"] = data

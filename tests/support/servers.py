@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -72,12 +73,16 @@ class BrokerProcess:
         ]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.output = b""
+        # A file, not a pipe: a chatty broker must never block on a full pipe.
+        fd, name = tempfile.mkstemp(prefix="broker-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
 
     async def start(self, timeout: float = 20.0) -> None:
-        self.proc = subprocess.Popen(
-            self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:
@@ -103,12 +108,9 @@ class BrokerProcess:
         return self.proc.returncode
 
     def read_output(self) -> str:
-        if self.proc is not None and self.proc.stdout is not None and self.proc.poll() is not None:
-            self.output += self.proc.stdout.read()
-        return self.output.decode(errors="replace")
+        return self.log_path.read_bytes().decode(errors="replace")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.read_output()
