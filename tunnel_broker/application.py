@@ -4,7 +4,8 @@ HTTP goes through Starlette."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -54,4 +55,14 @@ class BrokerApp:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008, "reason": "no such endpoint"})
             return
-        await self.http(scope, receive, send)
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.http(scope, receive, send)
+            return
+        counter = self.node.metrics.api_requests
+
+        async def counting_send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                counter.labels(str(message["status"])).inc()
+            await send(message)
+
+        await self.http(scope, receive, counting_send)

@@ -40,7 +40,6 @@ ERROR_TABLE: dict[str, ErrorSpec] = _table(
     ErrorSpec("validation_failed", 422, "Request does not match the schema"),
     ErrorSpec("rate_limited", 429, "Too many requests for this app", temporary=True),
     ErrorSpec("internal_error", 500, "Internal error", temporary=True),
-    ErrorSpec("draining", 503, "Broker is shutting down", temporary=True),
     ErrorSpec("backend_unavailable", 503, "State backend unavailable", temporary=True),
 )
 

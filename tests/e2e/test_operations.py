@@ -26,6 +26,7 @@ async def test_health_ready_and_metrics(broker: BrokerHandle) -> None:
             assert "tb_webhook_latency_seconds_bucket" in text
             assert "tb_webhook_buffer_events" in text
             assert "tb_ready 1.0" in text
+            assert 'tb_api_requests_total{status="201"} 1.0' in text
             assert "token=" not in text
 
 
