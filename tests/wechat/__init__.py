@@ -1,0 +1,1 @@
+"""Tests of the WeChat login building blocks (tunnel_broker.wechat)."""
