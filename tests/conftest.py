@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.broker import BrokerHandle, app_config, new_secret, run_broker
 from tests.support.receiver import WebhookReceiver, echo_messages
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
@@ -26,3 +27,13 @@ async def broker(receiver: WebhookReceiver) -> AsyncIterator[BrokerHandle]:
     ]
     async with run_broker(configs) as handle:
         yield handle
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()

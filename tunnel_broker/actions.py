@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from tunnel_broker.apps import App
-from tunnel_broker.backend.base import Backend
+from tunnel_broker.backend.base import Backend, BackendUnavailable
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.events import EncodedEvent
 from tunnel_broker.hub import Hub
@@ -64,6 +64,10 @@ class ActionRunner:
                 logger.error("app %s: webhook action #%d is invalid: %s", app.id, index, fields)
             except ActionError as exc:
                 logger.error("app %s: webhook action #%d skipped: %s", app.id, index, exc)
+            except BackendUnavailable:
+                logger.error(
+                    "app %s: webhook action #%d failed: backend unavailable", app.id, index
+                )
 
     async def _run_one(
         self, app: App, events: list[EncodedEvent], action: SendAction | CloseAction | GroupAction
@@ -74,7 +78,12 @@ class ActionRunner:
                 if action.to is not None
                 else Target.tunnel(default_tunnel(events, action.event_id))
             )
-            await self.backend.deliver(app.id, target, action.payload())
+            all_here = target.kind == "tunnels" and all(self.hub.get(app.id, t) for t in target.ids)
+            if all_here:
+                # Replies to tunnels of this node (the common case) need no routing.
+                self.hub.deliver(app.id, target, action.payload())
+            else:
+                await self.backend.deliver(app.id, target, action.payload())
             return
         tunnel_id = action.tunnel_id or default_tunnel(events, action.event_id)
         if isinstance(action, CloseAction):

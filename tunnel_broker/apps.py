@@ -156,6 +156,14 @@ class AppRegistry:
         for key in app.api_keys:
             self._by_key[_key_digest(key)] = (key, app)
 
+    def replace_all(self, apps: Iterable[App]) -> None:
+        fresh = {app.id: app for app in apps}
+        for app_id in [a for a in self._apps if a not in fresh]:
+            self.remove(app_id)
+        for app in fresh.values():
+            if self._apps.get(app.id) != app:
+                self.put(app)
+
     def remove(self, app_id: str) -> None:
         old = self._apps.pop(app_id, None)
         if old is not None:

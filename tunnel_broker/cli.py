@@ -13,10 +13,17 @@ import os
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from tunnel_broker import __version__, redaction
-from tunnel_broker.apps import AppsFileError, load_apps_file
-from tunnel_broker.config import SETTINGS, Settings, SettingsError, settings_from
+from tunnel_broker.apps import App, AppsFileError, load_apps_file
+from tunnel_broker.config import SETTINGS, Secret, Settings, SettingsError, settings_from
+
+if TYPE_CHECKING:
+    from tunnel_broker.appstore import SyncAppStore
 
 logger = logging.getLogger("tunnel_broker.cli")
 
@@ -47,7 +54,82 @@ def _parser() -> argparse.ArgumentParser:
     new = apps_commands.add_parser("new", help="print a new app entry with fresh credentials")
     new.add_argument("--id", required=True)
     new.add_argument("--webhook-url", required=True)
+
+    redis_help = "Redis holding the cluster's apps (default: $TB_REDIS_URL)"
+    create = apps_commands.add_parser("create", help="create an app in redis; prints its keys")
+    create.add_argument("--id", required=True)
+    create.add_argument("--webhook-url", required=True)
+    create.add_argument("--redis-url", help=redis_help)
+    rlist = apps_commands.add_parser("list-redis", help="list the apps stored in redis")
+    rlist.add_argument("--redis-url", help=redis_help)
+    rotate = apps_commands.add_parser(
+        "rotate-key", help="add a new API key (and webhook secret with --secret) to an app"
+    )
+    rotate.add_argument("--id", required=True)
+    rotate.add_argument("--secret", action="store_true", help="rotate the webhook secret")
+    rotate.add_argument(
+        "--revoke-old", action="store_true", help="drop the previous keys (or secrets) now"
+    )
+    rotate.add_argument("--redis-url", help=redis_help)
+    delete = apps_commands.add_parser("delete", help="delete an app from redis")
+    delete.add_argument("--id", required=True)
+    delete.add_argument("--redis-url", help=redis_help)
     return parser
+
+
+def _new_api_key() -> str:
+    return "tbk_" + secrets.token_urlsafe(24)
+
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _store(url: str | None) -> SyncAppStore:
+    from tunnel_broker.appstore import SyncAppStore
+
+    return SyncAppStore(url or os.environ.get("TB_REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def _redis_apps_command(args: argparse.Namespace) -> int:
+    store = _store(args.redis_url)
+    try:
+        if args.apps_command == "create":
+            app = App(
+                id=args.id,
+                api_keys=[_new_api_key()],
+                webhook_url=args.webhook_url,
+                webhook_secrets=[_new_webhook_secret()],
+            )
+            store.put(app, create=True)
+            print(f"id = {app.id}\napi_key = {app.api_keys[0]}")
+            print(f"webhook_secret = {app.webhook_secrets[0]}")
+        elif args.apps_command == "list-redis":
+            for app in store.all():
+                print(f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}")
+        elif args.apps_command == "rotate-key":
+            app = store.get(args.id)
+            if args.secret:
+                fresh = _new_webhook_secret()
+                kept = [] if args.revoke_old else app.webhook_secrets
+                # The first secret signs: the new one leads, the old ones still verify.
+                app = app.model_copy(update={"webhook_secrets": [fresh, *kept]})
+                print(f"webhook_secret = {fresh}")
+            else:
+                fresh = _new_api_key()
+                kept = [] if args.revoke_old else app.api_keys
+                app = app.model_copy(update={"api_keys": [*kept, fresh]})
+                print(f"api_key = {fresh}")
+            store.put(app)
+        elif args.apps_command == "delete":
+            if not store.delete(args.id):
+                raise AppsFileError(f"no app {args.id!r} in redis")
+            print(f"deleted {args.id}")
+    except RedisError as exc:
+        raise AppsFileError(f"redis: {type(exc).__name__}: {exc}") from None
+    finally:
+        store.close()
+    return 0
 
 
 def _drop_per_connection_lines(record: logging.LogRecord) -> bool:
@@ -87,9 +169,16 @@ def serve(settings: Settings) -> int:
             return 2
     else:
         logger.warning("no --apps-file given: the broker knows no apps and accepts no API calls")
-    if settings.backend != "memory":
-        logger.error("backend %r is not available in this version", settings.backend)
-        return 2
+    if settings.backend == "redis" and not settings.secret_keys():
+        try:
+            store = _store(settings.redis_url.reveal())
+            shared = store.shared_secret_key(secrets.token_urlsafe(32))
+            store.close()
+        except RedisError as exc:
+            logger.error("redis backend: cannot read the shared secret key: %s", exc)
+            return 2
+        logger.info("using the cluster's token signing key from redis")
+        settings.secret_key = Secret(shared)
     if not settings.secret_keys():
         logger.warning(
             "no --secret-key/TB_SECRET_KEY: using a random one; connect URLs die with this process"
@@ -121,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return serve(settings)
     try:
+        if args.apps_command in ("create", "list-redis", "rotate-key", "delete"):
+            return _redis_apps_command(args)
         if args.apps_command == "check":
             apps = load_apps_file(_apps_file(args.file))
             print(f"ok: {len(apps)} app(s)")
@@ -128,13 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for app in load_apps_file(_apps_file(args.file)):
                 print(f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}")
         elif args.apps_command == "new":
-            key = "tbk_" + secrets.token_urlsafe(24)
-            secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+            key = _new_api_key()
+            secret = _new_webhook_secret()
             print(
                 f'[[apps]]\nid = "{args.id}"\napi_keys = ["{key}"]\n'
                 f'webhook_url = "{args.webhook_url}"\nwebhook_secrets = ["{secret}"]'
             )
     except AppsFileError as exc:
         print(f"tunnel-broker: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+        print(f"tunnel-broker: invalid app: {fields}", file=sys.stderr)
         return 2
     return 0

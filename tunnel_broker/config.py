@@ -76,6 +76,7 @@ class Settings:
     max_api_body_bytes: int = 1024 * 1024
     webhook_retry_max_delay: float = 60.0
     sweep_interval: float = 5.0
+    lease_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         if not self.public_url:
@@ -136,6 +137,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_api_body_bytes", int, "Largest accepted HTTP API request body."),
     Setting("webhook_retry_max_delay", float, "Longest wait between webhook retries (seconds)."),
     Setting("sweep_interval", float, "Seconds between idle/lifetime checks of open tunnels."),
+    Setting("lease_seconds", float, "Redis backend: a silent pod's tunnels are closed after this."),
 )
 
 _FIELD_NAMES = {f.name for f in fields(Settings)}

@@ -12,9 +12,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
+from redis.exceptions import RedisError
+
+from tunnel_broker import events
 from tunnel_broker.actions import ActionRunner
-from tunnel_broker.apps import App, AppRegistry
+from tunnel_broker.apps import App, AppRegistry, AppsFileError
 from tunnel_broker.backend.base import Backend
 from tunnel_broker.backend.memory import MemoryBackend
 from tunnel_broker.closecodes import CloseCode
@@ -34,7 +38,8 @@ class Node:
         self.apps = AppRegistry(apps)
         self.hub = Hub()
         self.metrics = Metrics()
-        self.backend = backend or MemoryBackend(self.hub, settings.node_id)
+        self._file_apps = list(apps)
+        self.backend = backend or self._make_backend()
         self.tokens = TokenCodec(settings.secret_keys())
         self.actions = ActionRunner(self.backend, self.hub)
         self.relay = WebhookRelay(
@@ -56,11 +61,69 @@ class Node:
             lambda: dict(self.hub.messages_out),
         )
 
+    def _make_backend(self) -> Backend:
+        settings = self.settings
+        if settings.backend == "memory":
+            return MemoryBackend(self.hub, settings.node_id)
+        from tunnel_broker.backend.redis import RedisBackend
+
+        backend = RedisBackend(
+            settings.redis_url.reveal(),
+            self.hub,
+            settings.node_id,
+            self._report_lost,
+            settings.lease_seconds,
+        )
+        backend.on_apps_changed = self.reload_apps
+        backend.on_repaired = self.sync_apps
+        return backend
+
+    async def reload_apps(self) -> None:
+        await self.sync_apps(upsert=False)
+
+    async def sync_apps(self, upsert: bool = True) -> None:
+        """Redis backend: publish the apps file (``upsert``), then take the cluster's
+        apps."""
+        from tunnel_broker.appstore import load_apps, upsert_apps
+        from tunnel_broker.backend.redis import RedisBackend
+
+        backend = self.backend
+        if not isinstance(backend, RedisBackend):
+            return
+        try:
+            if upsert:
+                await upsert_apps(backend.redis, self._file_apps)
+            apps = await load_apps(backend.redis)
+        except RedisError as exc:
+            logger.error("apps not loaded from redis (%s); keeping the current ones", exc)
+            return
+        except AppsFileError as exc:
+            logger.error("apps in redis are invalid: %s", exc)
+            return
+        self.apps.replace_all(apps)
+
+    def _report_lost(
+        self,
+        app_id: str,
+        tunnel_id: str,
+        user_id: str,
+        identity: dict[str, Any],
+        meta: dict[str, Any],
+    ) -> None:
+        app = self.apps.get(app_id)
+        if app is None:
+            logger.error("lost tunnel %s of unknown app %s not reported", tunnel_id, app_id)
+            return
+        fragment = events.tunnel_fragment(app_id, tunnel_id, user_id, identity, meta)
+        self.relay.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"))
+        self.metrics.closes.labels(app_id, "1006").inc()
+
     def ready(self) -> bool:
         return self.started and not self.draining and self.backend.ready()
 
     async def start(self) -> None:
         await self.backend.start()
+        await self.sync_apps()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
         self.started = True
         logger.info(

@@ -1,0 +1,354 @@
+"""Three broker processes sharing one real redis-server behave as one broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.broker import app_config, new_secret
+from tests.support.receiver import WebhookReceiver, echo_messages
+from tests.support.redis_server import RedisServer
+from tests.support.servers import BrokerProcess, write_apps_file
+from tests.support.waiting import check_for
+
+LEASE = 2.0
+
+
+@dataclass
+class Cluster:
+    pods: list[BrokerProcess]
+    config: dict[str, Any]
+    receiver: WebhookReceiver
+    redis: RedisServer
+
+    def api(self, pod: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.pods[pod].url,
+            headers={"authorization": f"Bearer {self.config['api_keys'][0]}"},
+            timeout=10,
+        )
+
+    async def issue(self, pod: int, user_id: str, **body: Any) -> dict[str, Any]:
+        async with self.api(pod) as http:
+            response = await http.post("/v1/tunnels", json={"user_id": user_id, **body})
+            assert response.status_code == 201, response.text
+            result: dict[str, Any] = response.json()
+            return result
+
+    def on_pod(self, pod: int, issued: dict[str, Any]) -> str:
+        """The connect URL of ``issued`` pointed at pod ``pod`` (as a load balancer would)."""
+        path = issued["connect_url"].split("/v1/connect", 1)[1]
+        return f"ws://127.0.0.1:{self.pods[pod].port}/v1/connect{path}"
+
+
+@contextlib.asynccontextmanager
+async def cluster_of(
+    tmp_path: Path, redis_server: RedisServer, pods: int = 3
+) -> AsyncIterator[Cluster]:
+    receiver = WebhookReceiver(secret=new_secret(), on_events=echo_messages)
+    config = app_config("demo", receiver.url, receiver.secret)
+    apps = write_apps_file(tmp_path / "apps.json", [config])
+    processes = [
+        BrokerProcess(
+            [
+                "--apps-file",
+                str(apps),
+                "--backend",
+                "redis",
+                "--redis-url",
+                redis_server.url,
+                "--node-id",
+                f"pod-{i}",
+                "--lease-seconds",
+                str(LEASE),
+                "--drain-seconds",
+                "0.5",
+                "--log-level",
+                "info",
+            ],
+            env={"TB_SECRET_KEY": "cluster-test-secret-0123456789"},
+        )
+        for i in range(pods)
+    ]
+    async with receiver.serving():
+        try:
+            await asyncio.gather(*(p.start() for p in processes))
+            yield Cluster(processes, config, receiver, redis_server)
+        finally:
+            for p in processes:
+                p.stop()
+
+
+async def recv(ws: ClientConnection, seconds: float = 5) -> str | bytes:
+    return await asyncio.wait_for(ws.recv(), seconds)
+
+
+async def test_push_presence_and_close_work_from_any_pod(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server) as cluster:
+        alice = await cluster.issue(0, "alice", groups=["room"])
+        bob = await cluster.issue(1, "bob")
+        async with (
+            connect(cluster.on_pod(0, alice)) as ws_a,
+            connect(cluster.on_pod(1, bob)) as ws_b,
+            cluster.api(2) as via_c,
+        ):
+            await check_for(10, lambda: len(cluster.receiver.events) == 2)
+            # Named tunnels on pods 0 and 1, pushed through pod 2.
+            response = await via_c.post(
+                "/v1/messages",
+                json={
+                    "messages": [
+                        {
+                            "to": {"tunnels": [alice["tunnel_id"], bob["tunnel_id"], "tun_gone"]},
+                            "data": "both",
+                        }
+                    ]
+                },
+            )
+            assert response.json() == {"accepted": 1, "not_connected": ["tun_gone"]}
+            assert await recv(ws_a) == "both"
+            assert await recv(ws_b) == "both"
+            # Users, groups (joined through yet another pod) and all.
+            await via_c.post(
+                "/v1/messages", json={"messages": [{"to": {"users": ["bob"]}, "data": "u"}]}
+            )
+            assert await recv(ws_b) == "u"
+            async with cluster.api(0) as via_a:
+                joined = await via_a.put(f"/v1/groups/room/tunnels/{bob['tunnel_id']}")
+                assert joined.status_code == 200
+            await via_c.post(
+                "/v1/messages", json={"messages": [{"to": {"groups": ["room"]}, "data": "g"}]}
+            )
+            assert await recv(ws_a) == "g"
+            assert await recv(ws_b) == "g"
+            await via_c.post(
+                "/v1/messages", json={"messages": [{"to": {"all": True}, "data": "all"}]}
+            )
+            assert await recv(ws_a) == "all"
+            assert await recv(ws_b) == "all"
+            # Presence is the same from every pod.
+            views = []
+            for pod in range(3):
+                async with cluster.api(pod) as http:
+                    group = (await http.get("/v1/groups/room/tunnels")).json()
+                    one = (await http.get(f"/v1/tunnels/{alice['tunnel_id']}")).json()
+                views.append((sorted(t["tunnel_id"] for t in group["tunnels"]), one["node_id"]))
+            assert views[0] == views[1] == views[2]
+            assert views[0] == (sorted([alice["tunnel_id"], bob["tunnel_id"]]), "pod-0")
+            # Close through pod 2; the tunnel disappears from every index.
+            closed = await via_c.request(
+                "DELETE", f"/v1/tunnels/{bob['tunnel_id']}", json={"code": 4000, "reason": "bye"}
+            )
+            assert closed.json() == {"closed": True}
+            with pytest.raises(ConnectionClosed) as info:
+                await recv(ws_b)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 4000
+
+            async def gone() -> bool:
+                for pod in range(3):
+                    async with cluster.api(pod) as http:
+                        if (await http.get(f"/v1/tunnels/{bob['tunnel_id']}")).status_code != 404:
+                            return False
+                        users = (await http.get("/v1/users/bob/tunnels")).json()["tunnels"]
+                        group = (await http.get("/v1/groups/room/tunnels")).json()["tunnels"]
+                        if users or bob["tunnel_id"] in {t["tunnel_id"] for t in group}:
+                            return False
+                return True
+
+            await check_for(10, gone, what="closed tunnel removed everywhere")
+            # Messages from a client on pod 1 still reach the webhook and come back.
+            await ws_a.send("ping")
+            assert await recv(ws_a) == "echo:ping"
+
+
+async def test_reconnect_on_another_pod_takes_the_tunnel_over(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server, pods=2) as cluster:
+        issued = await cluster.issue(0, "carol")
+        async with connect(cluster.on_pod(0, issued)) as old:
+            await check_for(10, lambda: cluster.receiver.events)
+            async with connect(cluster.on_pod(1, issued)) as new:
+                with pytest.raises(ConnectionClosed) as info:
+                    await recv(old)
+                assert info.value.rcvd is not None and info.value.rcvd.code == 4409
+                await new.send("hi")
+                assert await recv(new) == "echo:hi"
+                async with cluster.api(0) as http:
+                    info_json = (await http.get(f"/v1/tunnels/{issued['tunnel_id']}")).json()
+                assert info_json["node_id"] == "pod-1"
+        await check_for(
+            10, lambda: cluster.receiver.events_of(issued["tunnel_id"], "tunnel.closed")
+        )
+        await asyncio.sleep(0.5)
+        kinds = [e["type"] for e in cluster.receiver.events_of(issued["tunnel_id"])]
+        assert kinds == ["tunnel.connected", "tunnel.message", "tunnel.closed"]
+
+
+async def test_killed_pod_yields_one_closed_event_per_tunnel_within_the_lease(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server) as cluster:
+        issued = [await cluster.issue(0, f"user{i}") for i in range(4)]
+        sockets = [await connect(cluster.on_pod(0, i)) for i in issued]
+        try:
+            await check_for(10, lambda: len(cluster.receiver.events) == 4)
+            proc = cluster.pods[0].proc
+            assert proc is not None
+            os.kill(proc.pid, signal.SIGKILL)
+            started = asyncio.get_running_loop().time()
+            await check_for(
+                LEASE * 4,
+                lambda: (
+                    len([e for e in cluster.receiver.events if e["type"] == "tunnel.closed"]) == 4
+                ),
+                what="node_lost events",
+            )
+            elapsed = asyncio.get_running_loop().time() - started
+            # Lease expiry plus at most one renewal interval of the reaping pod.
+            assert elapsed <= LEASE * 2 + 1
+            await asyncio.sleep(LEASE)  # a second reaper must not report them again
+            closed = [e for e in cluster.receiver.events if e["type"] == "tunnel.closed"]
+            assert sorted(e["tunnel_id"] for e in closed) == sorted(i["tunnel_id"] for i in issued)
+            assert {e["reason"] for e in closed} == {"node_lost"}
+            async with cluster.api(1) as http:
+                assert (await http.get("/v1/users/user0/tunnels")).json()["tunnels"] == []
+        finally:
+            for ws in sockets:
+                ws.transport.abort()
+
+
+async def test_redis_outage_pods_keep_relaying_then_recover(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server, pods=2) as cluster:
+        issued = await cluster.issue(0, "dana")
+        async with connect(cluster.on_pod(0, issued)) as ws:
+            await check_for(10, lambda: cluster.receiver.events)
+            redis_server.stop()
+
+            async def unready() -> bool:
+                async with httpx.AsyncClient() as http:
+                    return (await http.get(cluster.pods[0].url + "/readyz")).status_code == 503
+
+            await check_for(10, unready, what="unready without redis")
+            # The open tunnel still talks to the business server...
+            await ws.send("still here")
+            assert await recv(ws) == "echo:still here"
+            # ...but what needs shared state is refused clearly.
+            async with cluster.api(1) as http:
+                refused = await http.get("/v1/users/dana/tunnels")
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "backend_unavailable"
+            late = await cluster.issue(1, "erin")
+            async with connect(cluster.on_pod(1, late)) as rejected:
+                with pytest.raises(ConnectionClosed) as info:
+                    await recv(rejected)
+                assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+
+            redis_server.start()  # empty: a restart without persistence
+
+            async def repaired() -> bool:
+                async with cluster.api(1) as http:
+                    response = await http.get("/v1/users/dana/tunnels")
+                    return response.status_code == 200 and len(response.json()["tunnels"]) == 1
+
+            await check_for(15, repaired, what="indexes repaired after the restart")
+            async with cluster.api(1) as http:
+                pushed = await http.post(
+                    "/v1/messages", json={"messages": [{"to": {"users": ["dana"]}, "data": "back"}]}
+                )
+            assert pushed.status_code == 200
+            assert await recv(ws) == "back"
+
+
+async def test_apps_created_with_the_cli_work_on_every_pod(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server, pods=2) as cluster:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tunnel_broker",
+                "apps",
+                "create",
+                "--id",
+                "fresh",
+                "--webhook-url",
+                cluster.receiver.url,
+                "--redis-url",
+                redis_server.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        values = dict(line.split(" = ", 1) for line in result.stdout.strip().splitlines())
+        key = values["api_key"]
+
+        async def usable_everywhere() -> bool:
+            for pod in cluster.pods:
+                async with httpx.AsyncClient(
+                    base_url=pod.url, headers={"authorization": f"Bearer {key}"}
+                ) as http:
+                    if (await http.post("/v1/tunnels", json={"user_id": "x"})).status_code != 201:
+                        return False
+            return True
+
+        await check_for(10, usable_everywhere, what="new app on every pod")
+        listed = subprocess.run(
+            [sys.executable, "-m", "tunnel_broker", "apps", "list-redis"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "TB_REDIS_URL": redis_server.url},
+        )
+        assert "fresh\t" in listed.stdout and "demo\t" in listed.stdout
+        rotated = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tunnel_broker",
+                "apps",
+                "rotate-key",
+                "--id",
+                "fresh",
+                "--revoke-old",
+                "--redis-url",
+                redis_server.url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        new_key = rotated.stdout.strip().split(" = ")[1]
+
+        async def old_key_refused() -> bool:
+            async with httpx.AsyncClient(base_url=cluster.pods[1].url) as http:
+                old = await http.get(
+                    "/v1/users/x/tunnels", headers={"authorization": f"Bearer {key}"}
+                )
+                new = await http.get(
+                    "/v1/users/x/tunnels", headers={"authorization": f"Bearer {new_key}"}
+                )
+                return old.status_code == 401 and new.status_code == 200
+
+        await check_for(10, old_key_refused, what="rotated key in force")

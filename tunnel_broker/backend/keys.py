@@ -1,0 +1,60 @@
+"""Redis key and channel names, in one place.
+
+Everything about one app shares the hash tag ``{app}``, so an app's tunnel records and
+indexes live in one Redis Cluster slot and scripts touching several of them stay legal.
+Node-level keys use the node id as their tag.
+"""
+
+from __future__ import annotations
+
+PREFIX = "tb"
+
+
+def tunnel(app_id: str, tunnel_id: str) -> str:
+    return f"{PREFIX}:{{{app_id}}}:t:{tunnel_id}"
+
+
+def user_index(app_id: str, user_id: str) -> str:
+    return f"{PREFIX}:{{{app_id}}}:u:{user_id}"
+
+
+def group_index(app_id: str, group: str) -> str:
+    return f"{PREFIX}:{{{app_id}}}:g:{group}"
+
+
+def group_prefix(app_id: str) -> str:
+    """What the scripts prepend to a group name to find its index."""
+    return f"{PREFIX}:{{{app_id}}}:g:"
+
+
+def node_tunnels(node_id: str) -> str:
+    """Set of ``app_id <NUL> tunnel_id`` a node holds: what to clean up if it dies."""
+    return f"{PREFIX}:{{node:{node_id}}}:tunnels"
+
+
+def node_reaped(node_id: str) -> str:
+    """Marker left when a node's tunnels were reported closed by another node."""
+    return f"{PREFIX}:{{node:{node_id}}}:reaped"
+
+
+NODES = f"{PREFIX}:nodes"  # sorted set: node id -> lease expiry (unix seconds)
+APPS = f"{PREFIX}:apps"  # hash: app id -> app JSON
+SECRET_KEY = f"{PREFIX}:secret-key"
+REAP_LOCK = f"{PREFIX}:reap-lock:"
+
+
+def node_channel(node_id: str) -> str:
+    return f"{PREFIX}:node:{node_id}"
+
+
+BROADCAST = f"{PREFIX}:broadcast"
+APPS_CHANGED = f"{PREFIX}:apps-changed"
+
+
+def member(app_id: str, tunnel_id: str) -> str:
+    return f"{app_id}\x00{tunnel_id}"
+
+
+def split_member(value: str) -> tuple[str, str]:
+    app_id, _, tunnel_id = value.partition("\x00")
+    return app_id, tunnel_id

@@ -1,0 +1,68 @@
+"""Lua scripts that keep a tunnel record and its indexes consistent in one step."""
+
+from __future__ import annotations
+
+# KEYS[1] tunnel record, KEYS[2] user index
+# ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
+#       group key prefix
+# Returns {previous node or "", previous conn or "", merged groups json}
+ATTACH = """
+local old_node = redis.call('HGET', KEYS[1], 'node') or ''
+local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
+local groups = cjson.decode(ARGV[6])
+local seen = {}
+for _, g in ipairs(groups) do seen[g] = true end
+if old_node ~= '' then
+  local old_groups = redis.call('HGET', KEYS[1], 'groups')
+  if old_groups then
+    for _, g in ipairs(cjson.decode(old_groups)) do
+      if not seen[g] then table.insert(groups, g); seen[g] = true end
+    end
+  end
+end
+local merged = '[]'
+if #groups > 0 then merged = cjson.encode(groups) end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'user', ARGV[3],
+  'identity', ARGV[4], 'meta', ARGV[5], 'groups', merged, 'connected_at', ARGV[7])
+redis.call('ZADD', KEYS[2], 0, ARGV[8])
+for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
+return {old_node, old_conn, merged}
+"""
+
+# KEYS[1] tunnel record, KEYS[2] user index; ARGV: conn, tunnel_id, group key prefix
+# Removes the record only if it still belongs to connection ``conn``. Returns 1 if removed.
+DETACH = """
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+local groups = redis.call('HGET', KEYS[1], 'groups')
+if groups then
+  for _, g in ipairs(cjson.decode(groups)) do redis.call('ZREM', ARGV[3] .. g, ARGV[2]) end
+end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS[1] tunnel record; ARGV: group, tunnel_id, group key prefix, "join"|"leave"
+# Returns the owning node, or "" if the tunnel is not open.
+MEMBERSHIP = """
+local node = redis.call('HGET', KEYS[1], 'node')
+if not node then return '' end
+local groups = cjson.decode(redis.call('HGET', KEYS[1], 'groups') or '[]')
+local out = {}
+local present = false
+for _, g in ipairs(groups) do
+  if g == ARGV[1] then present = true
+    if ARGV[4] == 'join' then table.insert(out, g) end
+  else table.insert(out, g) end
+end
+if ARGV[4] == 'join' and not present then
+  table.insert(out, ARGV[1])
+  redis.call('ZADD', ARGV[3] .. ARGV[1], 0, ARGV[2])
+elseif ARGV[4] == 'leave' then
+  redis.call('ZREM', ARGV[3] .. ARGV[1], ARGV[2])
+end
+local encoded = '[]'
+if #out > 0 then encoded = cjson.encode(out) end
+redis.call('HSET', KEYS[1], 'groups', encoded)
+return node
+"""
