@@ -1,92 +1,152 @@
-"""Which events go into the next webhook request: pure bookkeeping, no I/O.
+"""Which events go into the next webhook request, and when: pure bookkeeping, no I/O.
 
-Events of one app are spread over a few *lanes* by tunnel id. A lane has at most one
-request in flight, so events of one tunnel are always delivered in order, while a slow
-tunnel-heavy app still gets some parallelism. A lane sends as soon as it is idle
-(no added latency) and, while a request is in flight, events pile up and leave together
-in the next one (bounded by count and bytes). The buffer as a whole is bounded; when it
-is full the caller stops reading from that app's sockets instead of dropping anything.
+An app's events wait in one queue. A batch takes queued events oldest first, skipping
+those of a tunnel that already has a batch in flight (and everything after them of that
+tunnel), so each tunnel's events are delivered in order while other tunnels proceed.
+
+When to send:
+- nothing in flight and traffic sparse: at once (an idle app adds no latency);
+- nothing in flight and traffic steady (events less than ``linger`` apart): when the
+  oldest event is ``linger`` old or a batch is full, because a request costs several
+  times what an event does, and waiting a millisecond or two lets events share one;
+- a request in flight: events pile up behind it and leave together when it returns;
+  only if it is slow (the oldest waiting event is ``spill`` old, or a batch is full) does
+  a further request start in parallel, up to ``concurrency``.
+
+The queue as a whole is bounded; when it is full the caller stops reading from that app's
+sockets instead of dropping anything.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tunnel_broker.events import EncodedEvent
 
 OnDelivered = Callable[[], None]
+
+# How far past the head a batch looks for events of tunnels that are not busy.
+SCAN_FACTOR = 4
 
 
 @dataclass(slots=True)
 class Pending:
     event: EncodedEvent
     on_delivered: OnDelivered | None = None
-
-
-@dataclass(slots=True)
-class Lane:
-    queue: deque[Pending] = field(default_factory=deque)
-    in_flight: list[Pending] | None = None
+    queued_at: float = 0.0
 
 
 class EventBuffer:
     """Bounded per-app buffer of events not yet acknowledged by the webhook receiver."""
 
     def __init__(
-        self, lanes: int, max_events: int, max_bytes: int, batch_events: int, batch_bytes: int
+        self,
+        concurrency: int,
+        max_events: int,
+        max_bytes: int,
+        batch_events: int,
+        batch_bytes: int,
+        linger: float = 0.0,
+        spill: float = 0.005,
     ) -> None:
-        self.lanes = [Lane() for _ in range(lanes)]
+        self.concurrency = concurrency
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
+        self.linger = linger
+        self.spill = max(spill, linger)
+        self.queue: deque[Pending] = deque()
+        self.in_flight: dict[int, list[Pending]] = {}
+        self.busy_tunnels: set[str] = set()
         self.events = 0
         self.bytes = 0
-
-    def lane_index(self, tunnel_id: str) -> int:
-        # crc32, not hash(): stable across processes, so a tunnel's lane is predictable.
-        return zlib.crc32(tunnel_id.encode()) % len(self.lanes)
+        self._next_batch = 0
+        self._last_push = float("-inf")
+        self._gap = float("inf")
 
     @property
     def has_room(self) -> bool:
         return self.events < self.max_events and self.bytes < self.max_bytes
 
-    def push(self, pending: Pending) -> int:
-        """Queue an event (always accepted: callers check ``has_room`` beforehand for
-        events they can hold back) and return its lane."""
-        index = self.lane_index(pending.event.tunnel_id)
-        self.lanes[index].queue.append(pending)
+    def is_empty(self) -> bool:
+        return self.events == 0
+
+    def push(self, pending: Pending) -> None:
+        """Queue an event. Always accepted: callers check ``has_room`` first for events
+        they can hold back (messages), never for those they cannot (closes)."""
+        self._gap = pending.queued_at - self._last_push
+        self._last_push = pending.queued_at
+        self.queue.append(pending)
         self.events += 1
         self.bytes += len(pending.event.body)
-        return index
 
-    def take_batch(self, index: int) -> list[Pending]:
-        """Move the next batch of lane ``index`` in flight: at least one event, then as
-        many as fit the count and byte bounds, oldest first."""
-        lane = self.lanes[index]
-        assert lane.in_flight is None, "a lane has one request in flight at most"
+    def _first_sendable(self) -> Pending | None:
+        busy = self.busy_tunnels
+        limit = self.batch_events * SCAN_FACTOR
+        for index, pending in enumerate(self.queue):
+            if index >= limit:
+                return None
+            if pending.event.tunnel_id not in busy:
+                return pending
+        return None
+
+    def wait_before_next(self, now: float) -> float | None:
+        """Seconds until a batch should be taken (0: now), or None when no batch can be
+        taken until something changes (a push or a completion)."""
+        if len(self.in_flight) >= self.concurrency or not self.queue:
+            return None
+        first = self._first_sendable()
+        if first is None:
+            return None
+        full = len(self.queue) >= self.batch_events
+        if not self.in_flight:
+            if full or not self.linger or self._gap >= self.linger:
+                return 0.0
+            return max(0.0, first.queued_at + self.linger - now)
+        if full:
+            return 0.0
+        return max(0.0, first.queued_at + self.spill - now)
+
+    def take_batch(self) -> tuple[int, list[Pending]]:
+        """Move the next batch in flight: oldest sendable events first, within the count
+        and byte bounds (a single larger event still goes, alone)."""
         batch: list[Pending] = []
+        kept: deque[Pending] = deque()
+        blocked = set(self.busy_tunnels)
         size = 0
-        while lane.queue and len(batch) < self.batch_events:
-            nxt = lane.queue[0]
-            if batch and size + len(nxt.event.body) > self.batch_bytes:
+        scanned = 0
+        limit = self.batch_events * SCAN_FACTOR
+        queue = self.queue
+        while queue and len(batch) < self.batch_events and scanned < limit:
+            pending = queue[0]
+            tunnel_id = pending.event.tunnel_id
+            if tunnel_id in blocked:
+                kept.append(queue.popleft())
+                scanned += 1
+                continue
+            length = len(pending.event.body)
+            if batch and size + length > self.batch_bytes:
                 break
-            batch.append(lane.queue.popleft())
-            size += len(nxt.event.body)
-        lane.in_flight = batch
-        return batch
+            batch.append(queue.popleft())
+            size += length
+            scanned += 1
+        if kept:
+            queue.extendleft(reversed(kept))
+        for pending in batch:
+            self.busy_tunnels.add(pending.event.tunnel_id)
+        batch_id = self._next_batch
+        self._next_batch += 1
+        self.in_flight[batch_id] = batch
+        return batch_id, batch
 
-    def complete(self, index: int) -> list[Pending]:
-        """The in-flight batch of lane ``index`` was acknowledged; forget it."""
-        lane = self.lanes[index]
-        batch = lane.in_flight or []
-        lane.in_flight = None
+    def complete(self, batch_id: int) -> list[Pending]:
+        """A batch was acknowledged; forget it and free its tunnels."""
+        batch = self.in_flight.pop(batch_id)
+        for pending in batch:
+            self.busy_tunnels.discard(pending.event.tunnel_id)
         self.events -= len(batch)
         self.bytes -= sum(len(p.event.body) for p in batch)
         return batch
-
-    def is_empty(self) -> bool:
-        return self.events == 0

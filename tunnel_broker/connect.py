@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tunnel_broker import events
+from tunnel_broker.backend.base import BackendUnavailable
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.node import Node
 from tunnel_broker.tokens import ConnectClaims, TokenExpired, TokenInvalid
@@ -62,7 +63,10 @@ class ConnectHandler:
         if app is None:
             metrics.connects.labels("", "unknown_app").inc()
             return await _refuse(send, CloseCode.TOKEN_INVALID, "unknown_app")
-        refusal = await self._refusal(claims)
+        try:
+            refusal = await self._refusal(claims)
+        except BackendUnavailable:
+            refusal = CloseCode.TRY_AGAIN_LATER, "backend_unavailable"
         if refusal is not None:
             metrics.connects.labels(app.id, refusal[1]).inc()
             return await _refuse(send, *refusal)
@@ -81,7 +85,12 @@ class ConnectHandler:
             fragment,
             send,
         )
-        took_over = await node.backend.attach(tunnel)
+        try:
+            took_over = await node.backend.attach(tunnel)
+        except BackendUnavailable:
+            metrics.connects.labels(app.id, "backend_unavailable").inc()
+            await send({"type": "websocket.close", "code": 1013, "reason": "backend_unavailable"})
+            return
         if not took_over:
             node.relay.emit(app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve)
         metrics.connects.labels(app.id, "takeover" if took_over else "accepted").inc()

@@ -36,10 +36,12 @@ def decode_secret(secret: str) -> bytes:
     return key
 
 
-def _signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+def _signature(key: bytes | hmac.HMAC, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``key`` may be a keyed HMAC prepared once; copying it skips the key setup."""
+    mac = key.copy() if isinstance(key, hmac.HMAC) else hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(b"%s.%d." % (msg_id.encode(), timestamp))
+    mac.update(body)
+    return "v1," + base64.b64encode(mac.digest()).decode()
 
 
 class WebhookSigner:
@@ -51,7 +53,7 @@ class WebhookSigner:
     def __init__(self, secrets: list[str]) -> None:
         if not secrets:
             raise InvalidSecret("at least one webhook secret is required")
-        self._keys = [decode_secret(s) for s in secrets]
+        self._keys = [hmac.new(decode_secret(s), digestmod=hashlib.sha256) for s in secrets]
 
     def __repr__(self) -> str:
         return f"WebhookSigner(keys=<{len(self._keys)} hidden>)"

@@ -352,3 +352,33 @@ async def test_apps_created_with_the_cli_work_on_every_pod(
                 return old.status_code == 401 and new.status_code == 200
 
         await check_for(10, old_key_refused, what="rotated key in force")
+
+
+async def test_pod_restarting_under_the_same_id_reports_lost_tunnels_once(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server, pods=2) as cluster:
+        issued = [await cluster.issue(0, f"user{i}") for i in range(3)]
+        sockets = [await connect(cluster.on_pod(0, i)) for i in issued]
+        try:
+            await check_for(10, lambda: len(cluster.receiver.events) == 3)
+            first = cluster.pods[0]
+            assert first.proc is not None
+            os.kill(first.proc.pid, signal.SIGKILL)
+            # The same node id comes back at once (a StatefulSet pod, a systemd restart).
+            again = BrokerProcess(first.extra_args, env=first.env)
+            cluster.pods.append(again)
+            await again.start()
+            await check_for(
+                LEASE * 4,
+                lambda: (
+                    len([e for e in cluster.receiver.events if e["type"] == "tunnel.closed"]) == 3
+                ),
+                what="lost tunnels reported",
+            )
+            await asyncio.sleep(LEASE * 2)  # neither the restarted pod nor the other repeats it
+            closed = [e for e in cluster.receiver.events if e["type"] == "tunnel.closed"]
+            assert sorted(e["tunnel_id"] for e in closed) == sorted(i["tunnel_id"] for i in issued)
+        finally:
+            for ws in sockets:
+                ws.transport.abort()

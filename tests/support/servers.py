@@ -71,6 +71,7 @@ class BrokerProcess:
             str(self.port),
             *args,
         ]
+        self.extra_args = list(args)
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         # A file, not a pipe: a chatty broker must never block on a full pipe.

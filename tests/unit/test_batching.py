@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,8 +10,20 @@ from tunnel_broker import events
 from tunnel_broker.batching import EventBuffer, Pending
 
 
-def make(tunnel: str, text: str) -> Pending:
-    return Pending(events.message(b'"app_id":"a"', tunnel, text))
+def make(tunnel: str, text: str, at: float = 0.0) -> Pending:
+    return Pending(events.message(b'"app_id":"a"', tunnel, text), None, at)
+
+
+def buffer(**kw: float) -> EventBuffer:
+    options = {
+        "concurrency": 4,
+        "max_events": 10_000,
+        "max_bytes": 10**9,
+        "batch_events": 10,
+        "batch_bytes": 10**6,
+    }
+    options.update(kw)
+    return EventBuffer(**options)  # type: ignore[arg-type]
 
 
 @given(
@@ -18,51 +31,97 @@ def make(tunnel: str, text: str) -> Pending:
         st.tuples(st.sampled_from(["t1", "t2", "t3", "t4", "t5"]), st.text(max_size=50)),
         max_size=200,
     ),
-    lanes=st.integers(1, 4),
+    concurrency=st.integers(1, 4),
     batch_events=st.integers(1, 20),
     batch_bytes=st.integers(1024, 4096),
+    completions=st.lists(st.integers(0, 3), max_size=400),
 )
-def test_batches_keep_per_tunnel_order_and_bounds(
-    stream: list[tuple[str, str]], lanes: int, batch_events: int, batch_bytes: int
+def test_any_interleaving_keeps_per_tunnel_order_and_bounds(
+    stream: list[tuple[str, str]],
+    concurrency: int,
+    batch_events: int,
+    batch_bytes: int,
+    completions: list[int],
 ) -> None:
-    buffer = EventBuffer(lanes, 10_000, 10**9, batch_events, batch_bytes)
+    buf = buffer(concurrency=concurrency, batch_events=batch_events, batch_bytes=batch_bytes)
     for tunnel, text in stream:
-        buffer.push(make(tunnel, text))
-    delivered: dict[str, list[bytes]] = {}
-    for index in range(lanes):
-        while buffer.lanes[index].queue:
-            batch = buffer.take_batch(index)
+        buf.push(make(tunnel, text))
+    delivered: dict[str, list[str]] = {}
+    choices = iter(completions)
+    for _ in range(10_000):
+        if buf.is_empty():
+            break
+        while buf.wait_before_next(now=1e9) == 0.0:
+            _, batch = buf.take_batch()
             assert 1 <= len(batch) <= batch_events
             if len(batch) > 1:
                 assert sum(len(p.event.body) for p in batch) <= batch_bytes
-            for p in buffer.complete(index):
-                delivered.setdefault(p.event.tunnel_id, []).append(p.event.body)
-    expected: dict[str, list[bytes]] = {}
+            tunnels = [p.event.tunnel_id for p in batch]
+            # A tunnel is never in two batches in flight at once.
+            in_other = {p.event.tunnel_id for b in list(buf.in_flight.values())[:-1] for p in b}
+            assert not in_other & set(tunnels)
+        assert buf.in_flight, "events are queued but nothing can be sent"
+        keys = sorted(buf.in_flight)
+        batch_id = keys[next(choices, 0) % len(keys)]
+        for pending in buf.complete(batch_id):
+            delivered.setdefault(pending.event.tunnel_id, []).append(
+                json.loads(pending.event.body)["data"]
+            )
+    expected: dict[str, list[str]] = {}
     for tunnel, text in stream:
         expected.setdefault(tunnel, []).append(text)
-    assert set(delivered) == set(expected)
-    for tunnel, bodies in delivered.items():
-        assert [json.loads(b)["data"] for b in bodies] == expected[tunnel]
-    assert buffer.is_empty() and buffer.bytes == 0
+    assert delivered == expected
+    assert buf.bytes == 0 and buf.events == 0
 
 
-def test_one_tunnel_always_maps_to_one_lane() -> None:
-    buffer = EventBuffer(4, 100, 10**6, 10, 10**6)
-    assert len({buffer.lane_index("tun_same") for _ in range(10)}) == 1
+def test_idle_app_sends_at_once_and_steady_traffic_lingers() -> None:
+    buf = buffer(linger=0.002)
+    buf.push(make("t1", "a", at=10.0))
+    assert buf.wait_before_next(now=10.0) == 0.0  # sparse: first event in a long while
+    buf.take_batch()
+    buf.complete(0)
+    buf.push(make("t2", "b", at=10.0005))  # 0.5 ms after the previous event: steady
+    wait = buf.wait_before_next(now=10.0005)
+    assert wait == pytest.approx(0.002)
+
+
+def test_events_coalesce_behind_a_request_in_flight_and_spill_when_it_is_slow() -> None:
+    buf = buffer(linger=0.0, spill=0.005)
+    buf.push(make("t1", "a", at=0.0))
+    buf.take_batch()
+    for i in range(5):
+        buf.push(make(f"u{i}", "x", at=0.001))
+    assert buf.wait_before_next(now=0.002) == pytest.approx(0.004)  # wait for the request in flight
+    assert buf.wait_before_next(now=0.006) == 0.0  # it is slow: a second request goes
+    _, second = buf.take_batch()
+    assert len(second) == 5
+
+
+def test_a_busy_tunnel_waits_but_others_go() -> None:
+    buf = buffer()
+    buf.push(make("t1", "1"))
+    buf.take_batch()
+    buf.push(make("t1", "2"))
+    assert buf.wait_before_next(now=100.0) is None  # only t1 queued, and t1 is busy
+    buf.push(make("t2", "x"))
+    assert buf.wait_before_next(now=100.0) == 0.0
+    _, batch = buf.take_batch()
+    assert [p.event.tunnel_id for p in batch] == ["t2"]
+    assert [p.event.tunnel_id for p in buf.queue] == ["t1"]
 
 
 def test_room_is_bounded_by_events_and_bytes() -> None:
-    buffer = EventBuffer(1, 3, 10**6, 10, 10**6)
+    buf = buffer(max_events=3)
     for _ in range(3):
-        assert buffer.has_room
-        buffer.push(make("t", "x"))
-    assert not buffer.has_room
-    by_bytes = EventBuffer(1, 1000, 100, 10, 10**6)
+        assert buf.has_room
+        buf.push(make("t", "x"))
+    assert not buf.has_room
+    by_bytes = buffer(max_bytes=100)
     by_bytes.push(make("t", "x" * 200))
     assert not by_bytes.has_room
 
 
 def test_a_single_event_larger_than_the_batch_bound_still_leaves() -> None:
-    buffer = EventBuffer(1, 10, 10**6, 10, 1024)
-    buffer.push(make("t", "x" * 5000))
-    assert len(buffer.take_batch(0)) == 1
+    buf = buffer(batch_bytes=1024)
+    buf.push(make("t", "x" * 5000))
+    assert len(buf.take_batch()[1]) == 1

@@ -123,6 +123,11 @@ class RedisBackend(Backend):
         try:
             await self.redis.ping()
             await self._renew_lease()
+            # A previous process with our node id died without a goodbye: its tunnels
+            # are gone, report them now rather than leaving them in the indexes forever.
+            stale = await self._reap(self.node_id, announce=False)
+            if stale:
+                logger.warning("reported %d tunnels of a previous run of this node closed", stale)
         except RedisError as exc:
             # Start anyway: the pod is unready until Redis answers, then catches up.
             logger.error("redis unreachable at start (%s); retrying", type(exc).__name__)
@@ -243,9 +248,10 @@ class RedisBackend(Backend):
                 await self.redis.delete(lock)
             logger.warning("node %s lost its lease; reported %d tunnels closed", node_id, lost)
 
-    async def _reap(self, node_id: str) -> int:
+    async def _reap(self, node_id: str, announce: bool = True) -> int:
         members = _texts(await self.redis.smembers(keys.node_tunnels(node_id)))
-        await self.redis.set(keys.node_reaped(node_id), "1", ex=86400)
+        if announce:
+            await self.redis.set(keys.node_reaped(node_id), "1", ex=86400)
         lost = 0
         for value in members:
             app_id, tunnel_id = keys.split_member(value)
@@ -266,7 +272,8 @@ class RedisBackend(Backend):
                     json.loads(raw.get("meta") or "{}"),
                 )
         await self.redis.delete(keys.node_tunnels(node_id))
-        await self.redis.zrem(keys.NODES, node_id)
+        if announce:
+            await self.redis.zrem(keys.NODES, node_id)
         return lost
 
     # ---- pub/sub ------------------------------------------------------------------------
