@@ -102,7 +102,7 @@ class ActionRunner:
             all_here = target.kind == "tunnels" and all(self.hub.get(app.id, t) for t in target.ids)
             if all_here:
                 # Replies to tunnels of this node (the common case) need no routing.
-                self.hub.deliver(app.id, target, action.payload())
+                await self.hub.deliver_sliced(app.id, target, action.payload())
             else:
                 await self.backend.deliver(app.id, target, action.payload())
             return

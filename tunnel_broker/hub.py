@@ -7,13 +7,15 @@ tunnels are these" and carries out deliveries and closes on them.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from tunnel_broker.targets import Target
-from tunnel_broker.tunnel import Tunnel
+from tunnel_broker.tunnel import Message, Tunnel, send_message
 
 Key = tuple[str, str]
+DELIVERY_SLICE = 500
 
 
 class Hub:
@@ -82,9 +84,26 @@ class Hub:
 
     def deliver(self, app_id: str, target: Target, payload: str | bytes) -> set[str]:
         """Send ``payload`` to the local tunnels of ``target``; return who got it."""
+        return self._deliver_to(app_id, self.resolve(app_id, target), send_message(payload))
+
+    async def deliver_sliced(self, app_id: str, target: Target, payload: str | bytes) -> set[str]:
+        """``deliver`` for targets of any size: a broadcast to 10,000 tunnels takes a
+        couple of hundred milliseconds, so it yields to the event loop between slices
+        rather than stalling every other tunnel, request and ping for that long."""
+        tunnels = list(self.resolve(app_id, target))
+        message = send_message(payload)
+        if len(tunnels) <= DELIVERY_SLICE:
+            return self._deliver_to(app_id, tunnels, message)
         delivered: set[str] = set()
-        for tunnel in self.resolve(app_id, target):
-            if tunnel.deliver(payload):
+        for start in range(0, len(tunnels), DELIVERY_SLICE):
+            delivered |= self._deliver_to(app_id, tunnels[start : start + DELIVERY_SLICE], message)
+            await asyncio.sleep(0)
+        return delivered
+
+    def _deliver_to(self, app_id: str, tunnels: Iterable[Tunnel], message: Message) -> set[str]:
+        delivered: set[str] = set()
+        for tunnel in tunnels:
+            if tunnel.deliver_message(message):
                 delivered.add(tunnel.tunnel_id)
         self.messages_out[app_id] += len(delivered)
         return delivered

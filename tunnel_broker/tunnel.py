@@ -27,6 +27,12 @@ logger = logging.getLogger("tunnel_broker.tunnel")
 MAX_BACKLOG = 1000
 
 
+def send_message(payload: str | bytes) -> Message:
+    if isinstance(payload, str):
+        return {"type": "websocket.send", "text": payload}
+    return {"type": "websocket.send", "bytes": payload}
+
+
 class Tunnel:
     __slots__ = (
         "app",
@@ -89,13 +95,12 @@ class Tunnel:
 
     def deliver(self, payload: str | bytes) -> bool:
         """Queue one payload for the client; False when the tunnel is closing."""
+        return self.deliver_message(send_message(payload))
+
+    def deliver_message(self, message: Message) -> bool:
+        """``deliver`` for a message built once and shared by many tunnels."""
         if self.close_code is not None:
             return False
-        message: Message = (
-            {"type": "websocket.send", "text": payload}
-            if isinstance(payload, str)
-            else {"type": "websocket.send", "bytes": payload}
-        )
         self.last_activity = time.monotonic()
         if self.backlog is not None:
             if len(self.backlog) >= MAX_BACKLOG:

@@ -56,7 +56,7 @@ class MemoryBackend(Backend):
         return len(self.hub.user_tunnels(app_id, user_id))
 
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
-        delivered = self.hub.deliver(app_id, target, payload)
+        delivered = await self.hub.deliver_sliced(app_id, target, payload)
         if target.kind != "tunnels":
             return []
         return [t for t in dict.fromkeys(target.ids) if t not in delivered]

@@ -293,7 +293,8 @@ class RedisBackend(Backend):
                 delay = 0.1
                 async for message in pubsub.listen():
                     if message["type"] == "message":
-                        self._on_message(message["channel"], message["data"])
+                        # Awaited in turn: messages are applied in the order published.
+                        await self._on_message(message["channel"], message["data"])
             except RedisError as exc:
                 self._mark_unhealthy(exc)
             except Exception:
@@ -304,7 +305,7 @@ class RedisBackend(Backend):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _on_message(self, channel: str, data: str) -> None:
+    async def _on_message(self, channel: str, data: str) -> None:
         try:
             message = json.loads(data)
         except ValueError:
@@ -320,7 +321,7 @@ class RedisBackend(Backend):
         app_id = message.get("app", "")
         target = Target(message["kind"], tuple(message.get("ids", ())))
         if op == "deliver":
-            self.hub.deliver(app_id, target, _decode_payload(message["payload"]))
+            await self.hub.deliver_sliced(app_id, target, _decode_payload(message["payload"]))
         elif op == "close":
             for tunnel in self.hub.resolve(app_id, target):
                 tunnel.close(message["code"], message["reason"])
@@ -423,7 +424,6 @@ class RedisBackend(Backend):
 
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
         if target.kind != "tunnels":
-            self.hub.deliver(app_id, target, payload)
             await self._publish(
                 keys.BROADCAST,
                 {
@@ -434,6 +434,8 @@ class RedisBackend(Backend):
                     "payload": _encode_payload(payload),
                 },
             )
+            # Published first, so the other pods work while this one delivers its share.
+            await self.hub.deliver_sliced(app_id, target, payload)
             return []
         owners = await self._owners(app_id, target.ids)
         by_node: dict[str, list[str]] = {}
@@ -442,7 +444,9 @@ class RedisBackend(Backend):
         delivered: set[str] = set()
         for node, tunnel_ids in by_node.items():
             if node == self.node_id:
-                delivered |= self.hub.deliver(app_id, Target("tunnels", tuple(tunnel_ids)), payload)
+                delivered |= await self.hub.deliver_sliced(
+                    app_id, Target("tunnels", tuple(tunnel_ids)), payload
+                )
             else:
                 await self._publish(
                     keys.node_channel(node),
