@@ -173,6 +173,11 @@ def _page_json(page: Page) -> dict[str, Any]:
 
 async def create_tunnel(request: Request, node: Node, app: App) -> Response:
     body = _parse(CreateTunnelRequest, await _read_json(request, node))
+    return mint_tunnel(node, app, body)
+
+
+def mint_tunnel(node: Node, app: App, body: CreateTunnelRequest) -> Response:
+    """Check a tunnel request against the app's limits and answer with its connect URL."""
     limits = app.limits
     ttl = body.ttl or limits.default_tunnel_ttl_seconds
     if ttl > limits.max_tunnel_ttl_seconds:

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
+from tunnel_broker import login
 from tunnel_broker.api import (
     api_error_handler,
     http_error_handler,
@@ -37,7 +38,8 @@ class BrokerApp:
                 await node.stop()
 
         self.http = Starlette(
-            routes=routes,
+            # Login routes first: they also take POST /v1/tunnels made with a session.
+            routes=login.routes + routes,
             exception_handlers={
                 ApiError: api_error_handler,
                 HTTPException: http_error_handler,

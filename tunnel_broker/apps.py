@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tunnel_broker.signing import InvalidSecret, decode_secret
 
@@ -44,6 +44,9 @@ class AppLimits(BaseModel):
     webhook_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     webhook_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    session_lifetime_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 30 * 86400
+    session_idle_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 7 * 86400
+    max_sessions_per_openid: Annotated[int, Field(ge=1, le=1000)] = 5
 
 
 class App(BaseModel):
@@ -54,6 +57,21 @@ class App(BaseModel):
     webhook_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
     webhook_secrets: Annotated[list[str], Field(min_length=1)]
     limits: AppLimits = AppLimits()
+    # WeChat login (optional): the broker exchanges codes with these credentials, so
+    # mini-programs never see the secret and business servers need not hold it.
+    wechat_appid: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    wechat_secret: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    wechat_api_base_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = (
+        "https://api.weixin.qq.com"
+    )
+    # Whether a mini-program may open its own tunnel with its session (X-WX-Skey).
+    allow_session_tunnels: bool = False
+
+    @model_validator(mode="after")
+    def _wechat_pair(self) -> App:
+        if (self.wechat_appid is None) != (self.wechat_secret is None):
+            raise ValueError("wechat_appid and wechat_secret go together")
+        return self
 
     @field_validator("api_keys")
     @classmethod

@@ -27,7 +27,9 @@ from tunnel_broker.hub import Hub
 from tunnel_broker.metrics import Metrics
 from tunnel_broker.ratelimit import TokenBucket
 from tunnel_broker.relay import WebhookRelay
+from tunnel_broker.sessions import MemorySessionStore, SessionStore
 from tunnel_broker.tokens import TokenCodec
+from tunnel_broker.wechat import WeChatClient
 
 logger = logging.getLogger("tunnel_broker.node")
 
@@ -41,6 +43,8 @@ class Node:
         self._file_apps = list(apps)
         self.backend = backend or self._make_backend()
         self.tokens = TokenCodec(settings.secret_keys())
+        self.sessions = self._make_session_store()
+        self._wechat_clients: dict[str, WeChatClient] = {}
         self.actions = ActionRunner(self.backend, self.hub)
         self.relay = WebhookRelay(
             self.apps,
@@ -77,6 +81,22 @@ class Node:
         backend.on_apps_changed = self.reload_apps
         backend.on_repaired = self.sync_apps
         return backend
+
+    def _make_session_store(self) -> SessionStore:
+        from tunnel_broker.backend.redis import RedisBackend
+
+        if isinstance(self.backend, RedisBackend):
+            from tunnel_broker.backend.redis_sessions import RedisSessionStore
+
+            return RedisSessionStore(self.backend.redis)
+        return MemorySessionStore()
+
+    def wechat_client(self, base_url: str) -> WeChatClient:
+        """One client per WeChat API base URL (the real one, or a simulator)."""
+        client = self._wechat_clients.get(base_url)
+        if client is None:
+            client = self._wechat_clients[base_url] = WeChatClient(base_url)
+        return client
 
     async def reload_apps(self) -> None:
         await self.sync_apps(upsert=False)
@@ -204,4 +224,6 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.relay.close()
+        for client in self._wechat_clients.values():
+            await client.aclose()
         await self.backend.stop()

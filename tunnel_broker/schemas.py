@@ -92,6 +92,16 @@ class CreateTunnelRequest(_Strict):
     ttl: Annotated[int, Field(ge=10, le=30 * 86400)] | None = None
 
 
+class SessionTunnelRequest(_Strict):
+    """What a mini-program may choose about its own tunnel: only how long the URL lives."""
+
+    ttl: Annotated[int, Field(ge=10, le=30 * 86400)] | None = None
+
+
+class SkeyRequest(_Strict):
+    skey: Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class CreateTunnelResponse(BaseModel):
     tunnel_id: str
     connect_url: str

@@ -382,3 +382,47 @@ async def test_pod_restarting_under_the_same_id_reports_lost_tunnels_once(
         finally:
             for ws in sockets:
                 ws.transport.abort()
+
+
+async def test_wechat_sessions_are_shared_by_every_pod(
+    redis_server: RedisServer, receiver: WebhookReceiver
+) -> None:
+    from tests.support.broker import run_broker
+    from tests.support.servers import run_uvicorn
+    from tunnel_broker.config import Secret
+    from tunnel_broker.wechat.simulator import create_simulator_app
+
+    sim = create_simulator_app({"wxcluster": "cluster-secret"})
+    async with run_uvicorn(sim) as sim_port:
+        config = app_config("demo", receiver.url, receiver.secret)
+        config.update(
+            wechat_appid="wxcluster",
+            wechat_secret="cluster-secret",
+            wechat_api_base_url=f"http://127.0.0.1:{sim_port}",
+        )
+        common = {"backend": "redis", "redis_url": Secret(redis_server.url), "lease_seconds": LEASE}
+        async with (
+            run_broker([config], node_id="a", **common) as pod_a,
+            run_broker([config], node_id="b", **common) as pod_b,
+            httpx.AsyncClient(base_url=pod_a.url) as client_a,
+        ):
+            code = sim.state.simulator.mint_login("wxcluster", user="zoe").code
+            login = await client_a.get("/v1/wechat/demo/login", headers={"X-WX-Code": code})
+            skey = login.json()["skey"]
+            resolved = await pod_b.client("demo").http.post(
+                "/v1/sessions/resolve", json={"skey": skey}
+            )
+            assert resolved.status_code == 200
+            assert resolved.json()["openid"] == login.json()["identity"]["openid"]
+            await pod_b.client("demo").http.post("/v1/sessions/revoke", json={"skey": skey})
+            gone = await pod_a.client("demo").http.post("/v1/sessions/resolve", json={"skey": skey})
+            assert gone.status_code == 401
+            # Nothing about the session survives in Redis in a usable form.
+            import redis as redis_sync
+
+            client = redis_sync.Redis.from_url(redis_server.url)
+            try:
+                dump = b" ".join(client.keys("*"))
+            finally:
+                client.close()
+            assert skey.encode() not in dump
