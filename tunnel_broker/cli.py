@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -170,12 +171,8 @@ def serve(settings: Settings) -> int:
     else:
         logger.warning("no --apps-file given: the broker knows no apps and accepts no API calls")
     if settings.backend == "redis" and not settings.secret_keys():
-        try:
-            store = _store(settings.redis_url.reveal())
-            shared = store.shared_secret_key(secrets.token_urlsafe(32))
-            store.close()
-        except RedisError as exc:
-            logger.error("redis backend: cannot read the shared secret key: %s", exc)
+        shared = _shared_secret_key(settings.redis_url.reveal())
+        if shared is None:
             return 2
         logger.info("using the cluster's token signing key from redis")
         settings.secret_key = Secret(shared)
@@ -191,6 +188,28 @@ def serve(settings: Settings) -> int:
         return 2
     server.run()
     return 0
+
+
+def _shared_secret_key(url: str, attempts: int = 30) -> str | None:
+    """The cluster's signing key from Redis, waiting out a short Redis outage at start
+    (a pod that exits at once would crash-loop while Redis restarts)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            store = _store(url)
+            try:
+                return store.shared_secret_key(secrets.token_urlsafe(32))
+            finally:
+                store.close()
+        except RedisError as exc:
+            logger.warning(
+                "redis backend: shared secret key unavailable (%s); attempt %d of %d",
+                type(exc).__name__,
+                attempt,
+                attempts,
+            )
+            time.sleep(min(2.0, 0.1 * 2**attempt))
+    logger.error("redis backend: no shared secret key; set TB_SECRET_KEY or fix TB_REDIS_URL")
+    return None
 
 
 def _apps_file(arg: str | None) -> str:

@@ -54,7 +54,7 @@ class Metrics:
             "tb_connects", "WebSocket connect attempts by result", ["app", "result"], registry=r
         )
         self.closes = Counter(
-            "tb_tunnel_closes", "Tunnels closed by reason", ["app", "reason"], registry=r
+            "tb_tunnel_closes", "Tunnels closed, by close code", ["app", "code"], registry=r
         )
         self.messages_in = Counter("tb_messages_in", "Messages from clients", ["app"], registry=r)
         self.webhook_requests = Counter(

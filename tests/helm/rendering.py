@@ -1,0 +1,113 @@
+"""Running the real ``helm`` against the chart and reading what it renders.
+
+Helm comes from ``scripts/install_helm.sh`` (``.tools/bin/helm``) or PATH. A missing
+helm fails the tests with the command that installs it: CI always has it, so a skip
+would only hide a broken install step.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "tunnel-broker"
+PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+
+
+def helm_binary() -> str:
+    local = REPO / ".tools" / "bin" / "helm"
+    if os.access(local, os.X_OK):
+        return str(local)
+    found = shutil.which("helm")
+    if found is None:
+        pytest.fail("helm is not installed: run `bash scripts/install_helm.sh` (CI does)")
+    return found
+
+
+@dataclass
+class Helm:
+    binary: str
+    home: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        # Helm's caches and config in a scratch directory: nothing of the user's is read
+        # or written, and no repository is ever consulted.
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+        return subprocess.run(
+            [self.binary, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    def template(self, *args: str, release: str = "tb", namespace: str = "tunnels") -> Rendered:
+        result = self.run("template", release, str(CHART), "--namespace", namespace, *args)
+        assert result.returncode == 0, result.stderr
+        docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+        return Rendered(docs)
+
+    def template_fails(self, *args: str) -> str:
+        result = self.run("template", "tb", str(CHART), *args)
+        assert result.returncode != 0, f"helm template {' '.join(args)} rendered:\n{result.stdout}"
+        return result.stderr
+
+    def lint(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.run("lint", "--strict", str(CHART), *args)
+
+
+@dataclass
+class Rendered:
+    """The manifests of one ``helm template``, with shortcuts to the broker's parts."""
+
+    docs: list[dict[str, Any]]
+
+    def kinds(self) -> set[str]:
+        return {d["kind"] for d in self.docs}
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str) -> dict[str, Any]:
+        found = self.all(kind)
+        assert len(found) == 1, f"{len(found)} {kind} objects rendered"
+        return found[0]
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.one("Deployment")
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.deployment["spec"]["template"]["spec"]
+        return spec
+
+    @property
+    def container(self) -> dict[str, Any]:
+        containers = self.pod["containers"]
+        assert [c["name"] for c in containers] == ["broker"]
+        container: dict[str, Any] = containers[0]
+        return container
+
+    @property
+    def config(self) -> dict[str, str]:
+        data: dict[str, str] = self.one("ConfigMap")["data"]
+        return data
+
+    def env(self) -> dict[str, dict[str, Any]]:
+        """The container's explicit ``env`` entries by name."""
+        return {e["name"]: e for e in self.container.get("env", [])}
+
+    def broker_variables(self) -> set[str]:
+        """Every TB_* name the pod gets, from the ConfigMap and from ``env``."""
+        names = set(self.config) | set(self.env())
+        return {n for n in names if n.startswith("TB_")}
