@@ -183,10 +183,14 @@ class RedisBackend(Backend):
     # ---- leases, reaping and repair ---------------------------------------------------
 
     async def _renew_lease(self) -> None:
-        await self.redis.zadd(keys.NODES, {self.node_id: time.time() + self.lease_seconds})
+        # Expiry at three quarters of the lease, checked every eighth: a dead pod's tunnels
+        # are reported within the lease, and a live pod may miss five renewals in a row
+        # (a slow Redis, a long pause) before anyone thinks it dead.
+        expiry = time.time() + self.lease_seconds * 0.75
+        await self.redis.zadd(keys.NODES, {self.node_id: expiry})
 
     async def _lease_loop(self) -> None:
-        interval = self.lease_seconds / 3
+        interval = self.lease_seconds / 8
         while True:
             await asyncio.sleep(interval)
             try:
