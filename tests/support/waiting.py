@@ -20,7 +20,7 @@ def scaled(seconds: float) -> float:
 
 async def check_for(
     seconds: float,
-    condition: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
+    condition: Callable[[], T | Awaitable[T | None] | None],
     interval: float = 0.02,
     what: str = "condition",
 ) -> T:
