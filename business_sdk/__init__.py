@@ -51,7 +51,14 @@ from business_sdk._exceptions import (
     WebhookVerificationError,
 )
 from business_sdk._handler import WebhookBatch, WebhookHandler, WebhookResponse
-from business_sdk._models import CreatedTunnel, Message, SendResult, TunnelInfo, TunnelPage
+from business_sdk._models import (
+    CreatedTunnel,
+    Message,
+    SendResult,
+    Session,
+    TunnelInfo,
+    TunnelPage,
+)
 from business_sdk._payload import Data
 from business_sdk._retry import RetryPolicy
 from business_sdk._signature import WebhookVerifier
@@ -79,6 +86,7 @@ __all__ = [
     "SendResult",
     "ServerError",
     "ServiceUnavailableError",
+    "Session",
     "SyncTunnelBroker",
     "Target",
     "TransportError",

@@ -13,8 +13,15 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from business_sdk._exceptions import APIError, TunnelNotConnectedError
-from business_sdk._models import CreatedTunnel, Message, SendResult, TunnelInfo, TunnelPage
+from business_sdk._exceptions import APIError, TunnelNotConnectedError, ValidationFailedError
+from business_sdk._models import (
+    CreatedTunnel,
+    Message,
+    SendResult,
+    Session,
+    TunnelInfo,
+    TunnelPage,
+)
 from business_sdk._payload import close_fields, encode_data
 
 T = TypeVar("T")
@@ -158,3 +165,64 @@ def user_tunnels_page(user_id: str, *, limit: int | None, cursor: str | None) ->
 
 def group_tunnels_page(group: str, *, limit: int | None, cursor: str | None) -> Call[TunnelPage]:
     return _page(f"/v1/groups/{_segment(group)}/tunnels", limit, cursor)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _skey(skey: str) -> str:
+    if not isinstance(skey, str):
+        raise TypeError(f"an skey is a string, got {type(skey).__name__}")
+    return skey
+
+
+def _no_session_is(value: T) -> Callable[[APIError], T]:
+    """An skey that names no live session of this app is an answer, not an error: the broker
+    says ``401 session_not_found`` for unknown, expired, revoked and other apps' skeys, and
+    ``422`` on the ``skey`` field for strings that cannot be an skey at all (empty, too long).
+    Either way a client sent it, so it must not turn into a server error."""
+
+    def recover(error: APIError) -> T:
+        if error.code == "session_not_found":
+            return value
+        if isinstance(error, ValidationFailedError):
+            fields = [e.field for e in error.errors]
+            if fields and all(f.rsplit(".", 1)[-1] == "skey" for f in fields):
+                return value
+        raise error
+
+    return recover
+
+
+def _revoked_count(body: Any) -> int:
+    count = body["revoked"]
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise TypeError("'revoked' is not an integer")
+    return count
+
+
+def resolve_session(skey: str) -> Call[Session | None]:
+    # Resolving renews the session's idle timer, which a repeat does again: safe to retry.
+    return Call(
+        "POST",
+        "/v1/sessions/resolve",
+        Session.from_json,
+        body={"skey": _skey(skey)},
+        recover=_no_session_is(None),
+    )
+
+
+def revoke_session(skey: str) -> Call[int]:
+    return Call(
+        "POST",
+        "/v1/sessions/revoke",
+        _revoked_count,
+        body={"skey": _skey(skey)},
+        recover=_no_session_is(0),
+    )
+
+
+def revoke_user_sessions(openid: str) -> Call[int]:
+    if not isinstance(openid, str) or not openid:
+        raise ValueError(f"openid must be a non-empty string, got {openid!r}")
+    return Call("POST", "/v1/sessions/revoke", _revoked_count, body={"openid": openid})

@@ -130,3 +130,33 @@ class TunnelPage:
         if cursor is not None and not isinstance(cursor, str):
             raise TypeError("'next_cursor' is not a string")
         return cls([TunnelInfo.from_json(t) for t in tunnels], cursor or None)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A WeChat user logged in through the broker, as ``resolve_session`` reports it.
+
+    ``openid`` (and ``unionid`` when WeChat gave one) were verified by the broker with WeChat;
+    ``identity`` is ``{"openid", "unionid"?, "nickName"?, "avatarUrl"?, ...}`` as verified at
+    login. ``expires_at`` is when the session ends unless it is used again (each use renews
+    it, up to the session's absolute lifetime).
+    """
+
+    app_id: str
+    openid: str
+    unionid: str | None
+    identity: Mapping[str, Any]
+    created_at: datetime
+    expires_at: datetime
+
+    @classmethod
+    def from_json(cls, body: Any) -> Session:
+        unionid = body.get("unionid")
+        return cls(
+            app_id=_str(body["app_id"]),
+            openid=_str(body["openid"]),
+            unionid=None if unionid is None else _str(unionid),
+            identity=_dict(body.get("identity")),
+            created_at=parse_time(body["created_at"]),
+            expires_at=parse_time(body["expires_at"]),
+        )

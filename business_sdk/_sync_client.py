@@ -13,7 +13,14 @@ import httpx
 from business_sdk import _api
 from business_sdk._api import Call
 from business_sdk._http import DEFAULT_TIMEOUT, Endpoint, read_response
-from business_sdk._models import CreatedTunnel, Message, SendResult, TunnelInfo, TunnelPage
+from business_sdk._models import (
+    CreatedTunnel,
+    Message,
+    SendResult,
+    Session,
+    TunnelInfo,
+    TunnelPage,
+)
 from business_sdk._pages import PageCall, Pager
 from business_sdk._payload import Data
 from business_sdk._retry import RetryPolicy, RetryState, map_transport_error
@@ -128,6 +135,23 @@ class SyncTunnelBroker:
     def leave(self, group: str, tunnel_id: str) -> None:
         """Remove an open tunnel from a group."""
         self._execute(_api.leave(group, tunnel_id))
+
+    # ------------------------------------------------------------------ WeChat sessions
+
+    def resolve_session(self, skey: str) -> Session | None:
+        """The WeChat user a mini-program's ``skey`` (its ``X-WX-Skey`` header) stands for, as
+        the broker verified it at login; ``None`` if the skey names no live session of this
+        app (unknown, expired, revoked, or not an skey at all). Each use renews the session."""
+        return self._execute(_api.resolve_session(skey))
+
+    def revoke_session(self, skey: str) -> int:
+        """End one session at once (the user must log in again); returns 1, or 0 if it was not
+        a live session of this app. Open tunnels are not closed: see ``close_user``."""
+        return self._execute(_api.revoke_session(skey))
+
+    def revoke_user_sessions(self, openid: str) -> int:
+        """End every session of a WeChat user in this app; returns how many there were."""
+        return self._execute(_api.revoke_user_sessions(openid))
 
     # ------------------------------------------------------------------ presence
 

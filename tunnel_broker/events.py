@@ -9,6 +9,7 @@ once per message.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import time
@@ -21,12 +22,29 @@ EventType = Literal["tunnel.connected", "tunnel.message", "tunnel.closed"]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+# Event and request ids need to be unique, not secret: a random per-process tag and a
+# counter, instead of a getrandom() system call per event.
+_PROCESS_TAG = os.urandom(8).hex()
+_counter = itertools.count(1)
+
+
 def new_id(prefix: str) -> str:
-    return prefix + os.urandom(12).hex()
+    return f"{prefix}{_PROCESS_TAG}{next(_counter):x}"
+
+
+_last_ms = -1
+_last_text = ""
 
 
 def iso_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with milliseconds; consecutive events mostly share a millisecond."""
+    global _last_ms, _last_text
+    ms = int(ts * 1000)
+    if ms != _last_ms:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+        _last_text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        _last_ms = ms
+    return _last_text
 
 
 def tunnel_fragment(

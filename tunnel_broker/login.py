@@ -31,7 +31,12 @@ from tunnel_broker.backend.base import BackendUnavailable
 from tunnel_broker.errors import ApiError
 from tunnel_broker.events import iso_time
 from tunnel_broker.node import Node
-from tunnel_broker.schemas import CreateTunnelRequest, SessionTunnelRequest, SkeyRequest
+from tunnel_broker.schemas import (
+    CreateTunnelRequest,
+    RevokeRequest,
+    SessionTunnelRequest,
+    SkeyRequest,
+)
 from tunnel_broker.sessions import Session
 from tunnel_broker.wechat import (
     CodeAlreadyUsed,
@@ -186,9 +191,9 @@ async def logout(request: Request) -> Response:
     return JSONResponse({"revoked": revoked})
 
 
-async def _session_of(node: Node, skey: str) -> tuple[Session, float]:
+async def _session_of(node: Node, skey: str, app_id: str | None = None) -> tuple[Session, float]:
     try:
-        found = await node.sessions.resolve(skey) if skey else None
+        found = await node.sessions.resolve(skey, app_id=app_id) if skey else None
     except BackendUnavailable:
         raise ApiError("backend_unavailable", "sessions cannot be reached right now") from None
     if found is None:
@@ -201,9 +206,7 @@ async def resolve_session(request: Request) -> Response:
     node: Node = request.app.state.node
     app = _authenticate(request, node)
     body = _parse(SkeyRequest, await _read_json(request, node))
-    session, idle_until = await _session_of(node, body.skey)
-    if session.app_id != app.id:
-        raise ApiError("session_not_found", "log in again (wx.login)")
+    session, idle_until = await _session_of(node, body.skey, app.id)
     public = session.public(idle_until)
     public["created_at"] = iso_time(public["created_at"])
     public["expires_at"] = iso_time(public["expires_at"])
@@ -213,14 +216,12 @@ async def resolve_session(request: Request) -> Response:
 async def revoke_sessions(request: Request) -> Response:
     node: Node = request.app.state.node
     app = _authenticate(request, node)
-    raw = await _read_json(request, node)
-    openid = raw.get("openid") if isinstance(raw, dict) else None
+    body = _parse(RevokeRequest, await _read_json(request, node))
     try:
-        if isinstance(openid, str) and openid and set(raw) == {"openid"}:
-            return JSONResponse({"revoked": await node.sessions.revoke_user(app.id, openid)})
-        body = _parse(SkeyRequest, raw)
-        found = await node.sessions.resolve(body.skey)
-        if found is None or found[0].app_id != app.id:
+        if body.openid is not None:
+            return JSONResponse({"revoked": await node.sessions.revoke_user(app.id, body.openid)})
+        assert body.skey is not None
+        if await node.sessions.resolve(body.skey, app_id=app.id) is None:
             return JSONResponse({"revoked": 0})
         return JSONResponse({"revoked": int(await node.sessions.revoke(body.skey))})
     except BackendUnavailable:

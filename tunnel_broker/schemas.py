@@ -102,6 +102,19 @@ class SkeyRequest(_Strict):
     skey: Annotated[str, Field(min_length=1, max_length=256)]
 
 
+class RevokeRequest(_Strict):
+    """One session by its skey, or every session of a user by openid."""
+
+    skey: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    openid: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> RevokeRequest:
+        if (self.skey is None) == (self.openid is None):
+            raise ValueError("give exactly one of 'skey' or 'openid'")
+        return self
+
+
 class CreateTunnelResponse(BaseModel):
     tunnel_id: str
     connect_url: str

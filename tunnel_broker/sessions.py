@@ -62,8 +62,11 @@ class SessionStore(ABC):
         beyond ``max_per_openid``."""
 
     @abstractmethod
-    async def resolve(self, skey: str, now: float | None = None) -> tuple[Session, float] | None:
-        """The live session of an skey and its new idle deadline (the use renews it)."""
+    async def resolve(
+        self, skey: str, now: float | None = None, app_id: str | None = None
+    ) -> tuple[Session, float] | None:
+        """The live session of an skey and its new idle deadline (the use renews it).
+        With ``app_id``, a session of another app is neither returned nor renewed."""
 
     @abstractmethod
     async def revoke(self, skey: str) -> bool: ...
@@ -107,11 +110,13 @@ class MemorySessionStore(SessionStore):
             self._drop(digests[0])
         return skey
 
-    async def resolve(self, skey: str, now: float | None = None) -> tuple[Session, float] | None:
+    async def resolve(
+        self, skey: str, now: float | None = None, app_id: str | None = None
+    ) -> tuple[Session, float] | None:
         now = time.time() if now is None else now
         digest = skey_digest(skey)
         entry = self._sessions.get(digest)
-        if entry is None:
+        if entry is None or (app_id is not None and entry[0].app_id != app_id):
             return None
         session, idle_until = entry
         if min(session.expires_at, idle_until) <= now:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,18 +126,29 @@ async def run_receiver(hooks: WebhookHandler, serve_asgi: Any) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def run_broker(tmp_path: Path, webhook_url: str, secrets_: list[str]) -> AsyncIterator[str]:
-    """``python -m tunnel_broker serve`` on a free port; yields its base URL."""
+async def run_broker(
+    tmp_path: Path,
+    webhook_url: str,
+    secrets_: list[str],
+    *,
+    app_fields: Mapping[str, str | bool] | None = None,
+) -> AsyncIterator[str]:
+    """``python -m tunnel_broker serve`` on a free port; yields its base URL.
+
+    ``app_fields`` are more top-level settings of the app (``wechat_appid = "..."``, ...)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     apps_file = tmp_path / "apps.toml"
     quoted = ", ".join(f'"{s}"' for s in secrets_)
+    # A JSON string or boolean is also a TOML one.
+    extra = "".join(f"{key} = {json.dumps(value)}\n" for key, value in (app_fields or {}).items())
     apps_file.write_text(
         "[[apps]]\n"
         'id = "sdk"\n'
         f'api_keys = ["{API_KEY}"]\n'
         f'webhook_url = "{webhook_url}"\n'
         f"webhook_secrets = [{quoted}]\n"
+        f"{extra}"
         "[apps.limits]\n"
         "messages_per_second = 1000\n"
         "message_burst = 1000\n"

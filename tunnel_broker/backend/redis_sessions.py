@@ -49,7 +49,9 @@ class RedisSessionStore(SessionStore):
             raise BackendUnavailable("redis is unreachable") from exc
         return skey
 
-    async def resolve(self, skey: str, now: float | None = None) -> tuple[Session, float] | None:
+    async def resolve(
+        self, skey: str, now: float | None = None, app_id: str | None = None
+    ) -> tuple[Session, float] | None:
         now = time.time() if now is None else now
         key = _session_key(skey_digest(skey))
         try:
@@ -57,6 +59,8 @@ class RedisSessionStore(SessionStore):
             if raw is None:
                 return None
             session = Session.from_json(str(raw))
+            if app_id is not None and session.app_id != app_id:
+                return None
             if session.expires_at <= now:
                 await self.redis.delete(key)
                 return None
