@@ -426,3 +426,29 @@ async def test_wechat_sessions_are_shared_by_every_pod(
             finally:
                 client.close()
             assert skey.encode() not in dump
+
+
+async def test_redis_sessions_expire_and_stay_within_their_app(redis_server: RedisServer) -> None:
+    import time
+
+    import redis.asyncio as aioredis
+
+    from tunnel_broker.backend.redis_sessions import RedisSessionStore
+    from tunnel_broker.sessions import Session, skey_digest
+
+    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        store = RedisSessionStore(client)
+        now = time.time()
+        session = Session("a", "o", None, {"openid": "o"}, now, now + 1000, idle_seconds=100)
+        skey = await store.create(session, max_per_openid=5)
+        ttl = await client.ttl(
+            f"tb:session:{__import__('hashlib').sha256(skey.encode()).hexdigest()}"
+        )
+        assert 0 < ttl <= 100  # idle expiry is Redis's own TTL
+        assert await store.resolve(skey, app_id="another-app") is None
+        assert await store.resolve(skey) is not None
+        assert await store.resolve(skey, now=now + 1001) is None  # absolute lifetime
+        assert await store.resolve(skey) is None  # and it is gone for good
+    finally:
+        await client.aclose()
