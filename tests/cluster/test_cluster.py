@@ -442,9 +442,7 @@ async def test_redis_sessions_expire_and_stay_within_their_app(redis_server: Red
         now = time.time()
         session = Session("a", "o", None, {"openid": "o"}, now, now + 1000, idle_seconds=100)
         skey = await store.create(session, max_per_openid=5)
-        ttl = await client.ttl(
-            f"tb:session:{__import__('hashlib').sha256(skey.encode()).hexdigest()}"
-        )
+        ttl = await client.ttl(f"tb:session:{skey_digest(skey)}")
         assert 0 < ttl <= 100  # idle expiry is Redis's own TTL
         assert await store.resolve(skey, app_id="another-app") is None
         assert await store.resolve(skey) is not None
