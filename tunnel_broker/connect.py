@@ -138,7 +138,8 @@ class ConnectHandler:
         room = relay.room
         max_bytes = app.limits.max_message_bytes
         bucket = tunnel.bucket
-        counter = node.metrics.messages_in.labels(app.id)
+        messages_in = node.hub.messages_in
+        app_id = app.id
         fragment = tunnel.fragment
         tunnel_id = tunnel.tunnel_id
         await tunnel.wait_approved()
@@ -153,7 +154,10 @@ class ConnectHandler:
                 continue
             text = message.get("text")
             payload: str | bytes = text if text is not None else message.get("bytes") or b""
-            size = len(payload) if isinstance(payload, bytes) else len(payload.encode())
+            # UTF-8 needs at most 4 bytes a character: most texts need no encoding to check.
+            size = len(payload)
+            if isinstance(payload, str) and size * 4 > max_bytes:
+                size = len(payload.encode())
             if size > max_bytes:
                 tunnel.close(CloseCode.MESSAGE_TOO_BIG, "message_too_big")
                 continue
@@ -161,5 +165,5 @@ class ConnectHandler:
                 tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
                 continue
             tunnel.last_activity = monotonic()
-            counter.inc()
+            messages_in[app_id] += 1
             relay.emit(events.message(fragment, tunnel_id, payload))

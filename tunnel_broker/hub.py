@@ -25,6 +25,7 @@ class Hub:
         self._by_group: dict[Key, set[Tunnel]] = defaultdict(set)
         self._by_app: dict[str, set[Tunnel]] = defaultdict(set)
         self.messages_out: dict[str, int] = defaultdict(int)
+        self.messages_in: dict[str, int] = defaultdict(int)
 
     def __len__(self) -> int:
         return len(self._tunnels)

@@ -63,6 +63,7 @@ class Node:
             self.relay.buffer_depths,
             self.ready,
             lambda: dict(self.hub.messages_out),
+            lambda: dict(self.hub.messages_in),
         )
 
     def _make_backend(self) -> Backend:
