@@ -325,8 +325,8 @@ def start_broker(
         str(apps_file),
         "--backend",
         "memory",
-        "--secret-key",
-        secrets.token_urlsafe(32),
+        # One argument with "=": a key starting with "-" must not read as a flag.
+        f"--secret-key={secrets.token_urlsafe(32)}",
         "--log-level",
         log_level,
         *extra_args,

@@ -115,10 +115,7 @@ class ConnectHandler:
             return CloseCode.TRY_AGAIN_LATER, "backend_unavailable"
         app = node.apps.get(claims.app_id)
         assert app is not None
-        open_now = await node.backend.count_user_tunnels(app.id, claims.user_id)
-        same = await node.backend.get(app.id, claims.tunnel_id)
-        if same is not None and same.user_id == claims.user_id:
-            open_now -= 1  # a takeover does not add a tunnel
+        open_now = await node.backend.other_user_tunnels(app.id, claims.user_id, claims.tunnel_id)
         if open_now >= app.limits.max_tunnels_per_user:
             return CloseCode.POLICY_VIOLATION, "too_many_tunnels"
         if not node.relay.has_room(app):

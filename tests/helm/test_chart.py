@@ -17,8 +17,8 @@ from tests.helm.rendering import CHART, PRODUCTION_VALUES, Helm, Rendered, helm_
 from tests.support.broker import app_config, new_secret
 from tunnel_broker.api import routes
 from tunnel_broker.apps import App, parse_apps
-from tunnel_broker.config import SETTINGS, Settings, settings_from
-from tunnel_broker.metrics import Metrics
+from tunnel_broker.config import SETTINGS, Secret, Settings, settings_from
+from tunnel_broker.node import Node
 
 SETTING_ENVS = {s.env for s in SETTINGS}
 # Settings the chart derives itself rather than taking from `config`.
@@ -406,8 +406,8 @@ def test_ingress_keeps_websockets_open_and_exposes_only_the_api(production: Rend
 
 
 def test_alert_rules_only_use_metrics_the_broker_exports(production: Rendered) -> None:
-    metrics = Metrics()
-    metrics.watch_state(dict, dict, lambda: True, dict)
+    # A real node's registry: whatever the broker exports, wired as the broker wires it.
+    metrics = Node(Settings(secret_key=Secret("helm-test-secret-key-0123")), []).metrics
     exported = set()
     for family in metrics.registry.collect():
         exported.add(family.name)

@@ -169,8 +169,8 @@ async def run_broker(
                 url,
                 "--apps-file",
                 str(apps_file),
-                "--secret-key",
-                secrets.token_urlsafe(32),
+                # One argument: a key that starts with "-" must not read as a flag.
+                f"--secret-key={secrets.token_urlsafe(32)}",
                 "--log-level",
                 "warning",
             ],

@@ -87,7 +87,9 @@ class Backend(ABC):
         """Forget a closed tunnel unless a newer socket has taken its id over."""
 
     @abstractmethod
-    async def count_user_tunnels(self, app_id: str, user_id: str) -> int: ...
+    async def other_user_tunnels(self, app_id: str, user_id: str, tunnel_id: str) -> int:
+        """How many tunnels the user has open besides ``tunnel_id`` (a reconnect of that
+        one is a takeover, not a new tunnel)."""
 
     @abstractmethod
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:

@@ -52,8 +52,9 @@ class MemoryBackend(Backend):
     async def detach(self, tunnel: Tunnel) -> None:
         self.hub.remove(tunnel)
 
-    async def count_user_tunnels(self, app_id: str, user_id: str) -> int:
-        return len(self.hub.user_tunnels(app_id, user_id))
+    async def other_user_tunnels(self, app_id: str, user_id: str, tunnel_id: str) -> int:
+        tunnels = self.hub.user_tunnels(app_id, user_id)
+        return sum(1 for t in tunnels if t.tunnel_id != tunnel_id)
 
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
         delivered = await self.hub.deliver_sliced(app_id, target, payload)

@@ -415,8 +415,13 @@ class RedisBackend(Backend):
         except RedisError as exc:
             self._mark_unhealthy(exc)
 
-    async def count_user_tunnels(self, app_id: str, user_id: str) -> int:
-        return int(await self._call(self.redis.zcard(keys.user_index(app_id, user_id))))
+    async def other_user_tunnels(self, app_id: str, user_id: str, tunnel_id: str) -> int:
+        # One round trip for both questions: connects are frequent in reconnect storms.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(keys.user_index(app_id, user_id))
+        pipe.zscore(keys.user_index(app_id, user_id), tunnel_id)
+        count, score = await self._call(pipe.execute())
+        return int(count) - (1 if score is not None else 0)
 
     async def _owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
         pipe = self.redis.pipeline(transaction=False)
@@ -441,6 +446,10 @@ class RedisBackend(Backend):
             # Published first, so the other pods work while this one delivers its share.
             await self.hub.deliver_sliced(app_id, target, payload)
             return []
+        if all(self.hub.get(app_id, t) is not None for t in target.ids):
+            # All here (a reply to a client of this pod, say): no lookup needed.
+            here = await self.hub.deliver_sliced(app_id, target, payload)
+            return [t for t in dict.fromkeys(target.ids) if t not in here]
         owners = await self._owners(app_id, target.ids)
         by_node: dict[str, list[str]] = {}
         for tunnel_id, node in owners.items():
