@@ -54,21 +54,16 @@ def problem_response(error: ApiError) -> JSONResponse:
     )
 
 
-def _validation_error(exc: ValidationError, prefix: str = "") -> ApiError:
+def _validation_error(exc: ValidationError) -> ApiError:
     errors = [
-        {
-            "field": prefix + ".".join(str(p) for p in e["loc"])
-            if e["loc"]
-            else prefix.rstrip(".") or "(body)",
-            "message": e["msg"],
-        }
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
         for e in exc.errors(include_input=False, include_url=False)
     ]
     named = ", ".join(e["field"] for e in errors[:5])
     return ApiError("validation_failed", f"invalid field(s): {named}", {"errors": errors})
 
 
-def _authenticate(request: Request, node: Node) -> App:
+def authenticate(request: Request, node: Node) -> App:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if not header:
@@ -99,7 +94,7 @@ def _authenticate(request: Request, node: Node) -> App:
     return app
 
 
-async def _read_json(request: Request, node: Node, optional: bool = False) -> Any:
+async def read_json(request: Request, node: Node, optional: bool = False) -> Any:
     limit = node.settings.max_api_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -126,7 +121,7 @@ async def _read_json(request: Request, node: Node, optional: bool = False) -> An
         raise ApiError("malformed_json", f"body is not valid JSON: {exc}") from None
 
 
-def _parse(model: type[M], raw: Any) -> M:
+def parse_body(model: type[M], raw: Any) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -172,7 +167,7 @@ def _page_json(page: Page) -> dict[str, Any]:
 
 
 async def create_tunnel(request: Request, node: Node, app: App) -> Response:
-    body = _parse(CreateTunnelRequest, await _read_json(request, node))
+    body = parse_body(CreateTunnelRequest, await read_json(request, node))
     return mint_tunnel(node, app, body)
 
 
@@ -213,7 +208,7 @@ def mint_tunnel(node: Node, app: App, body: CreateTunnelRequest) -> Response:
 
 
 async def send_messages(request: Request, node: Node, app: App) -> Response:
-    body = _parse(MessagesRequest, await _read_json(request, node))
+    body = parse_body(MessagesRequest, await read_json(request, node))
     max_bytes = app.limits.max_message_bytes
     for index, message in enumerate(body.messages):
         size = len(message.data.encode()) if message.data is not None else None
@@ -236,8 +231,8 @@ async def send_messages(request: Request, node: Node, app: App) -> Response:
 
 
 async def _close_args(request: Request, node: Node) -> tuple[int, str]:
-    raw = await _read_json(request, node, optional=True)
-    body = _parse(CloseRequest, raw if raw is not None else {})
+    raw = await read_json(request, node, optional=True)
+    body = parse_body(CloseRequest, raw if raw is not None else {})
     return body.code if body.code is not None else 1000, body.reason or "closed_by_business"
 
 
@@ -301,11 +296,11 @@ async def leave_group(request: Request, node: Node, app: App) -> Response:
     return JSONResponse({"group": group, "tunnel_id": tunnel_id, "left": True})
 
 
-def _authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
         try:
-            app = _authenticate(request, node)
+            app = authenticate(request, node)
             return await handler(request, node, app)
         except BackendUnavailable:
             raise ApiError("backend_unavailable", "the state backend cannot be reached") from None
@@ -340,17 +335,14 @@ async def openapi(request: Request) -> Response:
 
 
 routes = [
-    Route("/v1/tunnels", _authenticated(create_tunnel), methods=["POST"]),
-    Route("/v1/tunnels/{tunnel_id}", _authenticated(get_tunnel), methods=["GET"]),
-    Route("/v1/tunnels/{tunnel_id}", _authenticated(close_tunnel), methods=["DELETE"]),
-    Route("/v1/messages", _authenticated(send_messages), methods=["POST"]),
-    Route("/v1/users/{user_id}/close", _authenticated(close_user), methods=["POST"]),
-    Route("/v1/users/{user_id}/tunnels", _authenticated(user_tunnels), methods=["GET"]),
-    Route("/v1/groups/{group}/tunnels", _authenticated(group_tunnels), methods=["GET"]),
-    Route("/v1/groups/{group}/tunnels/{tunnel_id}", _authenticated(join_group), methods=["PUT"]),
-    Route(
-        "/v1/groups/{group}/tunnels/{tunnel_id}", _authenticated(leave_group), methods=["DELETE"]
-    ),
+    Route("/v1/tunnels/{tunnel_id}", authenticated(get_tunnel), methods=["GET"]),
+    Route("/v1/tunnels/{tunnel_id}", authenticated(close_tunnel), methods=["DELETE"]),
+    Route("/v1/messages", authenticated(send_messages), methods=["POST"]),
+    Route("/v1/users/{user_id}/close", authenticated(close_user), methods=["POST"]),
+    Route("/v1/users/{user_id}/tunnels", authenticated(user_tunnels), methods=["GET"]),
+    Route("/v1/groups/{group}/tunnels", authenticated(group_tunnels), methods=["GET"]),
+    Route("/v1/groups/{group}/tunnels/{tunnel_id}", authenticated(join_group), methods=["PUT"]),
+    Route("/v1/groups/{group}/tunnels/{tunnel_id}", authenticated(leave_group), methods=["DELETE"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

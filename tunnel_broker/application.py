@@ -22,6 +22,8 @@ from tunnel_broker.errors import ApiError
 from tunnel_broker.node import Node
 
 CONNECT_PATH = "/v1/connect"
+# Login routes first: they also take POST /v1/tunnels made with a session.
+ROUTES = login.routes + routes
 
 
 class BrokerApp:
@@ -38,8 +40,7 @@ class BrokerApp:
                 await node.stop()
 
         self.http = Starlette(
-            # Login routes first: they also take POST /v1/tunnels made with a session.
-            routes=login.routes + routes,
+            routes=ROUTES,
             exception_handlers={
                 ApiError: api_error_handler,
                 HTTPException: http_error_handler,

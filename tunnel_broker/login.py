@@ -19,12 +19,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tunnel_broker.api import (
-    _authenticate,
-    _authenticated,
-    _parse,
-    _read_json,
+    authenticate,
+    authenticated,
     create_tunnel,
     mint_tunnel,
+    parse_body,
+    read_json,
 )
 from tunnel_broker.apps import App
 from tunnel_broker.backend.base import BackendUnavailable
@@ -114,7 +114,7 @@ async def login(request: Request) -> Response:
     exhausted = node.api_allowed(app)
     if exhausted is not None:
         raise ApiError("rate_limited", "too many logins for this app; retry shortly")
-    body = await _read_json(request, node, optional=True) if request.method == "POST" else None
+    body = await read_json(request, node, optional=True) if request.method == "POST" else None
     inputs = _login_inputs(request.headers, body)
     assert app.wechat_appid is not None and app.wechat_secret is not None
     client = node.wechat_client(app.wechat_api_base_url)
@@ -204,8 +204,8 @@ async def _session_of(node: Node, skey: str, app_id: str | None = None) -> tuple
 async def resolve_session(request: Request) -> Response:
     """The Wafer "check" step, for business servers: who is this skey?"""
     node: Node = request.app.state.node
-    app = _authenticate(request, node)
-    body = _parse(SkeyRequest, await _read_json(request, node))
+    app = authenticate(request, node)
+    body = parse_body(SkeyRequest, await read_json(request, node))
     session, idle_until = await _session_of(node, body.skey, app.id)
     public = session.public(idle_until)
     public["created_at"] = iso_time(public["created_at"])
@@ -215,8 +215,8 @@ async def resolve_session(request: Request) -> Response:
 
 async def revoke_sessions(request: Request) -> Response:
     node: Node = request.app.state.node
-    app = _authenticate(request, node)
-    body = _parse(RevokeRequest, await _read_json(request, node))
+    app = authenticate(request, node)
+    body = parse_body(RevokeRequest, await read_json(request, node))
     try:
         if body.openid is not None:
             return JSONResponse({"revoked": await node.sessions.revoke_user(app.id, body.openid)})
@@ -237,8 +237,8 @@ async def create_session_tunnel(request: Request, node: Node) -> Response:
         raise ApiError("session_not_found", "log in again (wx.login)")
     if not app.allow_session_tunnels:
         raise ApiError("session_tunnels_disabled", "ask the business server for a tunnel")
-    raw = await _read_json(request, node, optional=True)
-    body = _parse(SessionTunnelRequest, raw if raw is not None else {})
+    raw = await read_json(request, node, optional=True)
+    body = parse_body(SessionTunnelRequest, raw if raw is not None else {})
     exhausted = node.api_allowed(app)
     if exhausted is not None:
         raise ApiError("rate_limited", "too many requests for this app; retry shortly")
@@ -249,7 +249,9 @@ async def create_session_tunnel(request: Request, node: Node) -> Response:
     )
 
 
-_api_create_tunnel = _authenticated(create_tunnel)
+# POST /v1/tunnels lives here rather than in api.py because it has two callers: business
+# servers with an API key, and mini-programs with a session.
+_api_create_tunnel = authenticated(create_tunnel)
 
 
 async def create_tunnel_either_way(request: Request) -> Response:

@@ -15,7 +15,7 @@ import yaml
 
 from tests.helm.rendering import CHART, PRODUCTION_VALUES, Helm, Rendered, helm_binary
 from tests.support.broker import app_config, new_secret
-from tunnel_broker.api import routes
+from tunnel_broker.application import ROUTES as routes
 from tunnel_broker.apps import App, parse_apps
 from tunnel_broker.config import SETTINGS, Secret, Settings, settings_from
 from tunnel_broker.node import Node
