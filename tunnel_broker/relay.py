@@ -198,7 +198,15 @@ class WebhookRelay:
                 return []
             started = time.perf_counter()
             try:
-                actions = await self._post(app, msg_id, body)
+                try:
+                    actions = await self._post(app, msg_id, body)
+                except _Failure:
+                    raise
+                except Exception as exc:
+                    # A bug must not strand the batch (and with it every later event of
+                    # its tunnels): report it loudly and retry like any failure.
+                    logger.exception("app %s: webhook attempt failed unexpectedly", app_id)
+                    raise _Failure("internal_error", type(exc).__name__) from exc
             except _Failure as failure:
                 attempt += 1
                 self.metrics.webhook_requests.labels(app_id, failure.outcome).inc()
