@@ -77,6 +77,7 @@ class Settings:
     webhook_retry_max_delay: float = 60.0
     sweep_interval: float = 5.0
     lease_seconds: float = 15.0
+    keep_alive_timeout: float = 75.0
 
     def __post_init__(self) -> None:
         if not self.public_url:
@@ -138,6 +139,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_retry_max_delay", float, "Longest wait between webhook retries (seconds)."),
     Setting("sweep_interval", float, "Seconds between idle/lifetime checks of open tunnels."),
     Setting("lease_seconds", float, "Redis backend: a silent pod's tunnels are closed after this."),
+    Setting(
+        "keep_alive_timeout",
+        float,
+        "Seconds an idle HTTP keep-alive connection stays open (above the LB's idle timeout).",
+    ),
 )
 
 _FIELD_NAMES = {f.name for f in fields(Settings)}

@@ -47,6 +47,9 @@ def uvicorn_config(app: BrokerApp, settings: Settings, apps: list[App]) -> uvico
         access_log=settings.log_level == "debug",
         server_header=False,
         timeout_graceful_shutdown=5,
+        # Load balancers reuse idle upstream connections for 60 s or more; closing ours
+        # first races their next request and turns it into a 502.
+        timeout_keep_alive=max(1, int(settings.keep_alive_timeout)),
         backlog=4096,
     )
 
