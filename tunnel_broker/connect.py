@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tunnel_broker import events
-from tunnel_broker.backend.base import BackendUnavailable
+from tunnel_broker.backend.base import BackendUnavailable, TooManyTunnels
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.node import Node
 from tunnel_broker.tokens import ConnectClaims, TokenExpired, TokenInvalid
@@ -91,6 +91,10 @@ class ConnectHandler:
             metrics.connects.labels(app.id, "backend_unavailable").inc()
             await send({"type": "websocket.close", "code": 1013, "reason": "backend_unavailable"})
             return
+        except TooManyTunnels:
+            metrics.connects.labels(app.id, "too_many_tunnels").inc()
+            await send({"type": "websocket.close", "code": 1008, "reason": "too_many_tunnels"})
+            return
         if not took_over:
             node.relay.emit(app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve)
         metrics.connects.labels(app.id, "takeover" if took_over else "accepted").inc()
@@ -115,9 +119,6 @@ class ConnectHandler:
             return CloseCode.TRY_AGAIN_LATER, "backend_unavailable"
         app = node.apps.get(claims.app_id)
         assert app is not None
-        open_now = await node.backend.other_user_tunnels(app.id, claims.user_id, claims.tunnel_id)
-        if open_now >= app.limits.max_tunnels_per_user:
-            return CloseCode.POLICY_VIOLATION, "too_many_tunnels"
         if not node.relay.has_room(app):
             try:
                 await asyncio.wait_for(

@@ -450,3 +450,35 @@ async def test_redis_sessions_expire_and_stay_within_their_app(redis_server: Red
         assert await store.resolve(skey) is None  # and it is gone for good
     finally:
         await client.aclose()
+
+
+async def test_simultaneous_connects_on_two_pods_respect_the_per_user_limit(
+    redis_server: RedisServer, receiver: WebhookReceiver
+) -> None:
+    from tests.support.broker import run_broker
+    from tunnel_broker.config import Secret
+
+    config = app_config("tight", receiver.url, receiver.secret, max_tunnels_per_user=2)
+    common = {"backend": "redis", "redis_url": Secret(redis_server.url), "lease_seconds": LEASE}
+    async with (
+        run_broker([config], node_id="a", **common) as pod_a,
+        run_broker([config], node_id="b", **common) as pod_b,
+    ):
+        issued = [await pod_a.client("tight").issue("rush") for _ in range(6)]
+        urls = [
+            i["connect_url"].replace(pod_a.ws_url, (pod_a if n % 2 else pod_b).ws_url)
+            for n, i in enumerate(issued)
+        ]
+        sockets = await asyncio.gather(*(connect(url) for url in urls))
+        try:
+            outcomes = await asyncio.gather(
+                *(asyncio.wait_for(ws.wait_closed(), 1.5) for ws in sockets),
+                return_exceptions=True,
+            )
+            refused = [ws for ws, o in zip(sockets, outcomes, strict=True) if o is None]
+            assert len(refused) == 4
+            assert {ws.close_code for ws in refused} == {1008}
+            assert len(pod_a.node.hub) + len(pod_b.node.hub) == 2
+        finally:
+            for ws in sockets:
+                await ws.close()

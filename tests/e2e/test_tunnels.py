@@ -329,3 +329,29 @@ async def test_unknown_websocket_path_is_refused_at_handshake(broker: BrokerHand
         async with open_tunnel(broker.ws_url + "/v1/nope"):
             pass
     assert info.value.response.status_code == 403
+
+
+async def test_simultaneous_connects_cannot_exceed_the_per_user_limit(
+    receiver: WebhookReceiver,
+) -> None:
+    from websockets.asyncio.client import connect
+
+    from tests.support.broker import app_config, run_broker
+
+    configs = [app_config("tight", receiver.url, receiver.secret, max_tunnels_per_user=2)]
+    async with run_broker(configs) as handle:
+        client = handle.client("tight")
+        issued = [await client.issue("rush") for _ in range(6)]
+        sockets = await asyncio.gather(*(connect(i["connect_url"]) for i in issued))
+        try:
+            outcomes = await asyncio.gather(
+                *(asyncio.wait_for(ws.wait_closed(), 1.5) for ws in sockets),
+                return_exceptions=True,
+            )
+            refused = [ws for ws, o in zip(sockets, outcomes, strict=True) if o is None]
+            assert len(refused) == 4
+            assert {ws.close_code for ws in refused} == {1008}
+            assert len(handle.node.hub) == 2
+        finally:
+            for ws in sockets:
+                await ws.close()

@@ -3,6 +3,7 @@
 Exception tree::
 
     BackendUnavailable     the shared state cannot be reached; the API answers 503
+    TooManyTunnels         attach refused: the user is at the app's tunnel limit
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from tunnel_broker.tunnel import Tunnel
 
 class BackendUnavailable(BrokerError):
     pass
+
+
+class TooManyTunnels(BrokerError):
+    """The user already holds the app's ``max_tunnels_per_user`` other tunnels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +85,13 @@ class Backend(ABC):
     @abstractmethod
     async def attach(self, tunnel: Tunnel) -> bool:
         """Register a just-connected tunnel, taking over an older socket with the same id
-        (closed with 4409) wherever it is; True if it took one over."""
+        (closed with 4409) wherever it is; True if it took one over. Raises
+        ``TooManyTunnels`` for a new tunnel of a user at the limit: checked here, in the
+        same step as the registration, so simultaneous connects cannot both slip in."""
 
     @abstractmethod
     async def detach(self, tunnel: Tunnel) -> None:
         """Forget a closed tunnel unless a newer socket has taken its id over."""
-
-    @abstractmethod
-    async def other_user_tunnels(self, app_id: str, user_id: str, tunnel_id: str) -> int:
-        """How many tunnels the user has open besides ``tunnel_id`` (a reconnect of that
-        one is a takeover, not a new tunnel)."""
 
     @abstractmethod
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:

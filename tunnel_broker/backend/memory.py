@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tunnel_broker.backend.base import Backend, Page, TunnelRecord
+from tunnel_broker.backend.base import Backend, Page, TooManyTunnels, TunnelRecord
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.hub import Hub
 from tunnel_broker.targets import Target
@@ -40,6 +40,11 @@ class MemoryBackend(Backend):
         self.node_id = node_id
 
     async def attach(self, tunnel: Tunnel) -> bool:
+        app_id = tunnel.app.id
+        if self.hub.get(app_id, tunnel.tunnel_id) is None:
+            held = len(self.hub.user_tunnels(app_id, tunnel.user_id))
+            if held >= tunnel.app.limits.max_tunnels_per_user:
+                raise TooManyTunnels(tunnel.user_id)
         previous = self.hub.add(tunnel)
         if previous is None:
             return False
@@ -51,10 +56,6 @@ class MemoryBackend(Backend):
 
     async def detach(self, tunnel: Tunnel) -> None:
         self.hub.remove(tunnel)
-
-    async def other_user_tunnels(self, app_id: str, user_id: str, tunnel_id: str) -> int:
-        tunnels = self.hub.user_tunnels(app_id, user_id)
-        return sum(1 for t in tunnels if t.tunnel_id != tunnel_id)
 
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
         delivered = await self.hub.deliver_sliced(app_id, target, payload)

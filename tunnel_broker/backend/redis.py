@@ -28,10 +28,18 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tunnel_broker.backend import keys
-from tunnel_broker.backend.base import Backend, BackendUnavailable, Page, TunnelRecord
+from tunnel_broker.backend.base import (
+    Backend,
+    BackendUnavailable,
+    Page,
+    TooManyTunnels,
+    TunnelRecord,
+)
 from tunnel_broker.backend.memory import take_over
 from tunnel_broker.backend.scripts import ATTACH, DETACH, MEMBERSHIP
 from tunnel_broker.closecodes import CloseCode
@@ -164,6 +172,10 @@ class RedisBackend(Backend):
             self._healthy_since = time.monotonic()
 
     def _mark_unhealthy(self, exc: BaseException) -> None:
+        if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            # Redis answered, with an error: a bug of ours, not an outage.
+            logger.error("redis command failed: %s", exc)
+            return
         if self._healthy:
             logger.error("redis unreachable (%s): unready until it returns", type(exc).__name__)
         self._healthy = False
@@ -176,7 +188,7 @@ class RedisBackend(Backend):
             raise BackendUnavailable("redis is unreachable")
         try:
             return await operation
-        except RedisError as exc:
+        except (RedisConnectionError, RedisTimeoutError) as exc:
             self._mark_unhealthy(exc)
             raise BackendUnavailable("redis is unreachable") from exc
 
@@ -344,7 +356,7 @@ class RedisBackend(Backend):
 
     # ---- the Backend interface ------------------------------------------------------
 
-    async def _write(self, tunnel: Tunnel) -> list[Any]:
+    async def _write(self, tunnel: Tunnel, limit: int = 0) -> list[Any]:
         app_id = tunnel.app.id
         conn = self._conns.setdefault(tunnel, os.urandom(8).hex())
         result: list[Any] = await self._attach(
@@ -359,8 +371,11 @@ class RedisBackend(Backend):
                 str(tunnel.connected_at),
                 tunnel.tunnel_id,
                 keys.group_prefix(app_id),
+                limit,
             ],
         )
+        if result[0] == "!":
+            return result
         await self.redis.sadd(
             keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
         )
@@ -368,11 +383,17 @@ class RedisBackend(Backend):
 
     async def attach(self, tunnel: Tunnel) -> bool:
         local_previous = self.hub.add(tunnel)
+        limit = 0 if local_previous is not None else tunnel.app.limits.max_tunnels_per_user
         try:
-            old_node, old_conn, merged = await self._call(self._write(tunnel))
+            written = await self._call(self._write(tunnel, limit))
         except BackendUnavailable:
             self.hub.remove(tunnel)
             raise
+        if written[0] == "!":
+            self.hub.remove(tunnel)
+            self._conns.pop(tunnel, None)
+            raise TooManyTunnels(tunnel.user_id)
+        old_node, old_conn, merged = written
         if local_previous is not None:
             take_over(local_previous, tunnel)
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
@@ -414,14 +435,6 @@ class RedisBackend(Backend):
                 )
         except RedisError as exc:
             self._mark_unhealthy(exc)
-
-    async def other_user_tunnels(self, app_id: str, user_id: str, tunnel_id: str) -> int:
-        # One round trip for both questions: connects are frequent in reconnect storms.
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zcard(keys.user_index(app_id, user_id))
-        pipe.zscore(keys.user_index(app_id, user_id), tunnel_id)
-        count, score = await self._call(pipe.execute())
-        return int(count) - (1 if score is not None else 0)
 
     async def _owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
         pipe = self.redis.pipeline(transaction=False)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 # KEYS[1] tunnel record, KEYS[2] user index
 # ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
-#       group key prefix
-# Returns {previous node or "", previous conn or "", merged groups json}
+#       group key prefix, max tunnels per user (0: no check)
+# Returns {previous node or "", previous conn or "", merged groups json}, or {"!"} when a
+# new tunnel would exceed the user's limit.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
+local limit = tonumber(ARGV[10])
+if old_node == '' and limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
+  return {'!'}
+end
 local groups = cjson.decode(ARGV[6])
 local seen = {}
 for _, g in ipairs(groups) do seen[g] = true end
