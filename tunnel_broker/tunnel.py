@@ -25,6 +25,7 @@ ASGISend = Callable[[Message], Awaitable[None]]
 logger = logging.getLogger("tunnel_broker.tunnel")
 
 MAX_BACKLOG = 1000
+_background: set[asyncio.Task[None]] = set()
 
 
 def send_message(payload: str | bytes) -> Message:
@@ -178,7 +179,10 @@ class Tunnel:
             return True
         # Not writable right now: finish the close in the background.
         coro.close()  # type: ignore[attr-defined]
-        asyncio.get_running_loop().create_task(self._close_later(message))
+        task = asyncio.get_running_loop().create_task(self._close_later(message))
+        # The loop keeps only weak references to tasks: hold this one until it is done.
+        _background.add(task)
+        task.add_done_callback(_background.discard)
         return True
 
     async def _close_later(self, message: Message) -> None:

@@ -329,7 +329,7 @@ class RedisBackend(Backend):
             return
         if channel == keys.APPS_CHANGED:
             if self.on_apps_changed is not None:
-                asyncio.get_running_loop().create_task(self.on_apps_changed())
+                await self.on_apps_changed()
             return
         if channel == keys.BROADCAST and message.get("from") == self.node_id:
             return  # we delivered locally before publishing
