@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tunnel_broker import events
+from tunnel_broker.apps import App
 from tunnel_broker.backend.base import BackendUnavailable, TooManyTunnels
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.node import Node
-from tunnel_broker.tokens import ConnectClaims, TokenExpired, TokenInvalid
+from tunnel_broker.tokens import TokenExpired, TokenInvalid
 from tunnel_broker.tunnel import Tunnel
 
 logger = logging.getLogger("tunnel_broker.connect")
@@ -38,6 +39,10 @@ async def _refuse(send: Send, code: int, reason: str) -> None:
     """Accept, then close with ``code``: browsers and ``wx.connectSocket`` only show a
     close code for sockets that opened, and the code is the whole point."""
     await send({"type": "websocket.accept"})
+    await _close(send, code, reason)
+
+
+async def _close(send: Send, code: int, reason: str) -> None:
     await send({"type": "websocket.close", "code": code, "reason": reason})
 
 
@@ -63,10 +68,7 @@ class ConnectHandler:
         if app is None:
             metrics.connects.labels("", "unknown_app").inc()
             return await _refuse(send, CloseCode.TOKEN_INVALID, "unknown_app")
-        try:
-            refusal = await self._refusal(claims)
-        except BackendUnavailable:
-            refusal = CloseCode.TRY_AGAIN_LATER, "backend_unavailable"
+        refusal = await self._refusal(app)
         if refusal is not None:
             metrics.connects.labels(app.id, refusal[1]).inc()
             return await _refuse(send, *refusal)
@@ -89,12 +91,10 @@ class ConnectHandler:
             took_over = await node.backend.attach(tunnel)
         except BackendUnavailable:
             metrics.connects.labels(app.id, "backend_unavailable").inc()
-            await send({"type": "websocket.close", "code": 1013, "reason": "backend_unavailable"})
-            return
+            return await _close(send, CloseCode.TRY_AGAIN_LATER, "backend_unavailable")
         except TooManyTunnels:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
-            await send({"type": "websocket.close", "code": 1008, "reason": "too_many_tunnels"})
-            return
+            return await _close(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
         if not took_over:
             node.relay.emit(app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve)
         metrics.connects.labels(app.id, "takeover" if took_over else "accepted").inc()
@@ -111,14 +111,14 @@ class ConnectHandler:
                 node.relay.emit(app, events.closed(fragment, tunnel.tunnel_id, code, reason))
                 metrics.closes.labels(app.id, str(code)).inc()
 
-    async def _refusal(self, claims: ConnectClaims) -> tuple[int, str] | None:
+    async def _refusal(self, app: App) -> tuple[int, str] | None:
+        """Why this node cannot take a tunnel of ``app`` now, if it cannot. (The per-user
+        limit is checked later, atomically with the registration.)"""
         node = self.node
         if node.draining:
             return CloseCode.SERVICE_RESTART, "broker_restarting"
         if not node.backend.ready():
             return CloseCode.TRY_AGAIN_LATER, "backend_unavailable"
-        app = node.apps.get(claims.app_id)
-        assert app is not None
         if not node.relay.has_room(app):
             try:
                 await asyncio.wait_for(
