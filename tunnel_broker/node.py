@@ -21,6 +21,7 @@ from tunnel_broker.actions import ActionRunner
 from tunnel_broker.apps import App, AppRegistry, AppsFileError
 from tunnel_broker.backend.base import Backend
 from tunnel_broker.backend.memory import MemoryBackend
+from tunnel_broker.backoff import Backoff
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.config import Settings
 from tunnel_broker.hub import Hub
@@ -50,8 +51,8 @@ class Node:
             self.apps,
             self.metrics,
             self.actions.run,
+            Backoff(cap=settings.webhook_retry_max_delay),
         )
-        self.relay.backoff.cap = settings.webhook_retry_max_delay
         self.started = False
         self.draining = False
         self._stopped = False
