@@ -66,6 +66,7 @@ class Settings:
     node_id: str = field(default_factory=_default_node_id)
     secret_key: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     idle_timeout: float = 600.0
@@ -123,6 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("secret_key", _secret, "Token signing key(s), comma-separated, newest last."),
     Setting(
         "log_level", str, "debug, info, warning or error.", ("debug", "info", "warning", "error")
+    ),
+    Setting(
+        "log_format", str, "text (one line a record) or json (for log pipelines).", ("text", "json")
     ),
     Setting("ping_interval", float, "Seconds between protocol pings to each client."),
     Setting("ping_timeout", float, "Seconds to wait for a pong before dropping a socket."),

@@ -129,3 +129,43 @@ def test_bad_setting_value_names_the_flag() -> None:
     env = run_cli("serve", env={"TB_PING_INTERVAL": "soon"})
     assert env.returncode == 2
     assert "TB_PING_INTERVAL" in env.stderr
+
+
+async def test_json_log_format_writes_one_object_a_line_without_tokens(tmp_path: Path) -> None:
+    import json
+
+    receiver = WebhookReceiver(secret=new_secret())
+    config = app_config("jsonlog", receiver.url, receiver.secret)
+    apps = write_apps_file(tmp_path / "apps.json", [config])
+    broker = BrokerProcess(
+        [
+            "--apps-file",
+            str(apps),
+            "--log-format",
+            "json",
+            "--log-level",
+            "debug",
+            "--drain-seconds",
+            "0.5",
+            "--shutdown-flush-seconds",
+            "1",
+        ],
+        env={"TB_SECRET_KEY": "json-log-secret-0123456789"},
+    )
+    await broker.start()
+    try:
+        headers = {"authorization": f"Bearer {config['api_keys'][0]}"}
+        async with httpx.AsyncClient(base_url=broker.url, headers=headers) as http:
+            issued = (await http.post("/v1/tunnels", json={"user_id": "j"})).json()
+        async with connect(issued["connect_url"]):
+            pass
+        broker.terminate()
+        assert await broker.wait(30) == 0
+    finally:
+        broker.stop()
+    lines = [line for line in broker.read_output().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= records[0].keys()
+    token = issued["connect_url"].split("token=")[1]
+    assert all(token not in line for line in lines)
+    assert any("WebSocket /v1/connect?token=[redacted]" in r["message"] for r in records)
