@@ -99,12 +99,7 @@ class ActionRunner:
                 if action.to is not None
                 else Target.tunnel(default_tunnel(events, action.event_id))
             )
-            all_here = target.kind == "tunnels" and all(self.hub.get(app.id, t) for t in target.ids)
-            if all_here:
-                # Replies to tunnels of this node (the common case) need no routing.
-                await self.hub.deliver_sliced(app.id, target, action.payload())
-            else:
-                await self.backend.deliver(app.id, target, action.payload())
+            await self.backend.deliver(app.id, target, action.payload())
             return
         tunnel_id = action.tunnel_id or default_tunnel(events, action.event_id)
         if isinstance(action, CloseAction):

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tunnel_broker.apps import App
-from tunnel_broker.backend.base import BackendUnavailable, Page
+from tunnel_broker.backend.base import Page
 from tunnel_broker.errors import ApiError
 from tunnel_broker.events import iso_time
 from tunnel_broker.metrics import CONTENT_TYPE
@@ -83,6 +83,12 @@ def authenticate(request: Request, node: Node) -> App:
         raise ApiError(
             "invalid_api_key", "no app has this API key", headers={"www-authenticate": "Bearer"}
         )
+    charge_request(node, app)
+    return app
+
+
+def charge_request(node: Node, app: App) -> None:
+    """Spend one request of the app's budget (API calls, logins, session tunnels)."""
     exhausted = node.api_allowed(app)
     if exhausted is not None:
         wait = max(1, int(exhausted.seconds_until_token() + 0.999))
@@ -91,7 +97,6 @@ def authenticate(request: Request, node: Node) -> App:
             f"app {app.id} exceeded {app.limits.api_requests_per_second:g} requests/s",
             headers={"retry-after": str(wait)},
         )
-    return app
 
 
 async def read_json(request: Request, node: Node, optional: bool = False) -> Any:
@@ -299,11 +304,7 @@ async def leave_group(request: Request, node: Node, app: App) -> Response:
 def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         node: Node = request.app.state.node
-        try:
-            app = authenticate(request, node)
-            return await handler(request, node, app)
-        except BackendUnavailable:
-            raise ApiError("backend_unavailable", "the state backend cannot be reached") from None
+        return await handler(request, node, authenticate(request, node))
 
     endpoint.__name__ = handler.__name__
     return endpoint
@@ -353,6 +354,13 @@ routes = [
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return problem_response(exc)
+
+
+async def backend_unavailable_handler(request: Request, exc: Exception) -> Response:
+    # Every handler that touches shared state can meet this; it is mapped here, once.
+    return problem_response(
+        ApiError("backend_unavailable", "the state backend cannot be reached; retry shortly")
+    )
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

@@ -13,10 +13,12 @@ from starlette.exceptions import HTTPException
 from tunnel_broker import login
 from tunnel_broker.api import (
     api_error_handler,
+    backend_unavailable_handler,
     http_error_handler,
     internal_error_handler,
     routes,
 )
+from tunnel_broker.backend.base import BackendUnavailable
 from tunnel_broker.connect import ConnectHandler, Receive, Scope, Send
 from tunnel_broker.errors import ApiError
 from tunnel_broker.node import Node
@@ -43,6 +45,7 @@ class BrokerApp:
             routes=ROUTES,
             exception_handlers={
                 ApiError: api_error_handler,
+                BackendUnavailable: backend_unavailable_handler,
                 HTTPException: http_error_handler,
                 Exception: internal_error_handler,
             },

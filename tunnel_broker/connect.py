@@ -159,9 +159,10 @@ class ConnectHandler:
             if size > max_bytes:
                 tunnel.close(CloseCode.MESSAGE_TOO_BIG, "message_too_big")
                 continue
-            if not bucket.take():
+            now = monotonic()
+            if not bucket.take(now):
                 tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
                 continue
-            tunnel.last_activity = monotonic()
+            tunnel.last_activity = now
             messages_in[app_id] += 1
             relay.emit(events.message(fragment, tunnel_id, payload))

@@ -21,13 +21,13 @@ from starlette.routing import Route
 from tunnel_broker.api import (
     authenticate,
     authenticated,
+    charge_request,
     create_tunnel,
     mint_tunnel,
     parse_body,
     read_json,
 )
 from tunnel_broker.apps import App
-from tunnel_broker.backend.base import BackendUnavailable
 from tunnel_broker.errors import ApiError
 from tunnel_broker.events import iso_time
 from tunnel_broker.node import Node
@@ -111,9 +111,7 @@ def _map_wechat_error(app: App, exc: WeChatError) -> ApiError:
 async def login(request: Request) -> Response:
     node: Node = request.app.state.node
     app = _wechat_app(node, request.path_params["app_id"])
-    exhausted = node.api_allowed(app)
-    if exhausted is not None:
-        raise ApiError("rate_limited", "too many logins for this app; retry shortly")
+    charge_request(node, app)
     body = await read_json(request, node, optional=True) if request.method == "POST" else None
     inputs = _login_inputs(request.headers, body)
     assert app.wechat_appid is not None and app.wechat_secret is not None
@@ -138,10 +136,11 @@ async def login(request: Request) -> Response:
             profile = decrypted
     except WeChatError as exc:
         raise _map_wechat_error(app, exc) from None
+    shown = {k: profile[k] for k in PROFILE_FIELDS if k in profile}
     identity: dict[str, Any] = {"openid": c2s.openid}
     if unionid:
         identity["unionid"] = unionid
-    identity.update({k: profile[k] for k in PROFILE_FIELDS if k in profile})
+    identity.update(shown)
     limits = app.limits
     now = time.time()
     session = Session(
@@ -153,16 +152,9 @@ async def login(request: Request) -> Response:
         now + limits.session_lifetime_seconds,
         limits.session_idle_seconds,
     )
-    try:
-        skey = await node.sessions.create(session, limits.max_sessions_per_openid)
-    except BackendUnavailable:
-        raise ApiError("backend_unavailable", "sessions cannot be stored right now") from None
-    userinfo = {
-        "openId": c2s.openid,
-        **({"unionId": unionid} if unionid else {}),
-        **{k: profile[k] for k in PROFILE_FIELDS if k in profile},
-    }
-    expires = iso_time(min(session.expires_at, now + session.idle_seconds))
+    skey = await node.sessions.create(session, limits.max_sessions_per_openid)
+    userinfo = {"openId": c2s.openid, **({"unionId": unionid} if unionid else {}), **shown}
+    expires = iso_time(session.ends_at(now + session.idle_seconds))
     return JSONResponse(
         {
             # Our own shape.
@@ -184,18 +176,11 @@ async def logout(request: Request) -> Response:
     skey = request.headers.get(SKEY_HEADER, "")
     if not skey:
         raise ApiError("session_not_found", "send the session as X-WX-Skey")
-    try:
-        revoked = await node.sessions.revoke(skey)
-    except BackendUnavailable:
-        raise ApiError("backend_unavailable", "sessions cannot be reached right now") from None
-    return JSONResponse({"revoked": revoked})
+    return JSONResponse({"revoked": await node.sessions.revoke(skey)})
 
 
 async def _session_of(node: Node, skey: str, app_id: str | None = None) -> tuple[Session, float]:
-    try:
-        found = await node.sessions.resolve(skey, app_id=app_id) if skey else None
-    except BackendUnavailable:
-        raise ApiError("backend_unavailable", "sessions cannot be reached right now") from None
+    found = await node.sessions.resolve(skey, app_id=app_id) if skey else None
     if found is None:
         raise ApiError("session_not_found", "log in again (wx.login)")
     return found
@@ -217,15 +202,12 @@ async def revoke_sessions(request: Request) -> Response:
     node: Node = request.app.state.node
     app = authenticate(request, node)
     body = parse_body(RevokeRequest, await read_json(request, node))
-    try:
-        if body.openid is not None:
-            return JSONResponse({"revoked": await node.sessions.revoke_user(app.id, body.openid)})
-        assert body.skey is not None
-        if await node.sessions.resolve(body.skey, app_id=app.id) is None:
-            return JSONResponse({"revoked": 0})
-        return JSONResponse({"revoked": int(await node.sessions.revoke(body.skey))})
-    except BackendUnavailable:
-        raise ApiError("backend_unavailable", "sessions cannot be reached right now") from None
+    if body.openid is not None:
+        return JSONResponse({"revoked": await node.sessions.revoke_user(app.id, body.openid)})
+    assert body.skey is not None
+    if await node.sessions.resolve(body.skey, app_id=app.id) is None:
+        return JSONResponse({"revoked": 0})
+    return JSONResponse({"revoked": int(await node.sessions.revoke(body.skey))})
 
 
 async def create_session_tunnel(request: Request, node: Node) -> Response:
@@ -239,9 +221,7 @@ async def create_session_tunnel(request: Request, node: Node) -> Response:
         raise ApiError("session_tunnels_disabled", "ask the business server for a tunnel")
     raw = await read_json(request, node, optional=True)
     body = parse_body(SessionTunnelRequest, raw if raw is not None else {})
-    exhausted = node.api_allowed(app)
-    if exhausted is not None:
-        raise ApiError("rate_limited", "too many requests for this app; retry shortly")
+    charge_request(node, app)
     return mint_tunnel(
         node,
         app,

@@ -14,12 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from tunnel_broker import events
 from tunnel_broker.actions import ActionRunner
 from tunnel_broker.apps import App, AppRegistry, AppsFileError
-from tunnel_broker.backend.base import Backend
+from tunnel_broker.backend.base import Backend, BackendUnavailable
 from tunnel_broker.backend.memory import MemoryBackend
 from tunnel_broker.backoff import Backoff
 from tunnel_broker.closecodes import CloseCode
@@ -28,7 +26,6 @@ from tunnel_broker.hub import Hub
 from tunnel_broker.metrics import Metrics
 from tunnel_broker.ratelimit import TokenBucket
 from tunnel_broker.relay import WebhookRelay
-from tunnel_broker.sessions import MemorySessionStore, SessionStore
 from tunnel_broker.tokens import TokenCodec
 from tunnel_broker.wechat import WeChatClient
 
@@ -44,7 +41,7 @@ class Node:
         self._file_apps = list(apps)
         self.backend = backend or self._make_backend()
         self.tokens = TokenCodec(settings.secret_keys())
-        self.sessions = self._make_session_store()
+        self.sessions = self.backend.session_store()
         self._wechat_clients: dict[str, WeChatClient] = {}
         self.actions = ActionRunner(self.backend, self.hub)
         self.relay = WebhookRelay(
@@ -84,15 +81,6 @@ class Node:
         backend.on_repaired = self.sync_apps
         return backend
 
-    def _make_session_store(self) -> SessionStore:
-        from tunnel_broker.backend.redis import RedisBackend
-
-        if isinstance(self.backend, RedisBackend):
-            from tunnel_broker.backend.redis_sessions import RedisSessionStore
-
-            return RedisSessionStore(self.backend.redis)
-        return MemorySessionStore()
-
     def wechat_client(self, base_url: str) -> WeChatClient:
         """One client per WeChat API base URL (the real one, or a simulator)."""
         client = self._wechat_clients.get(base_url)
@@ -104,25 +92,18 @@ class Node:
         await self.sync_apps(upsert=False)
 
     async def sync_apps(self, upsert: bool = True) -> None:
-        """Redis backend: publish the apps file (``upsert``), then take the cluster's
-        apps."""
-        from tunnel_broker.appstore import load_apps, upsert_apps
-        from tunnel_broker.backend.redis import RedisBackend
-
-        backend = self.backend
-        if not isinstance(backend, RedisBackend):
-            return
+        """Publish the apps file (``upsert``) to the shared apps, if the backend shares
+        them, and take the shared apps."""
         try:
-            if upsert:
-                await upsert_apps(backend.redis, self._file_apps)
-            apps = await load_apps(backend.redis)
-        except RedisError as exc:
-            logger.error("apps not loaded from redis (%s); keeping the current ones", exc)
+            apps = await self.backend.shared_apps(self._file_apps if upsert else [])
+        except BackendUnavailable as exc:
+            logger.error("%s; keeping the current apps", exc)
             return
         except AppsFileError as exc:
-            logger.error("apps in redis are invalid: %s", exc)
+            logger.error("shared apps are invalid: %s", exc)
             return
-        self.apps.replace_all(apps)
+        if apps is not None:
+            self.apps.replace_all(apps)
 
     def _report_lost(
         self,

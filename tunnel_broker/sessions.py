@@ -43,6 +43,10 @@ class Session:
     def from_json(cls, raw: str) -> Session:
         return cls(**json.loads(raw))
 
+    def ends_at(self, idle_until: float) -> float:
+        """When the session ends unless used again: idle deadline or end of life."""
+        return min(self.expires_at, idle_until)
+
     def public(self, idle_until: float) -> dict[str, Any]:
         """What a business server sees; no secret of any kind is in a session."""
         return {
@@ -51,7 +55,7 @@ class Session:
             "unionid": self.unionid,
             "identity": self.identity,
             "created_at": self.created_at,
-            "expires_at": min(self.expires_at, idle_until),
+            "expires_at": self.ends_at(idle_until),
         }
 
 
@@ -83,7 +87,7 @@ class MemorySessionStore(SessionStore):
     def _purge(self, now: float) -> None:
         if len(self._sessions) % 64 == 0:  # amortised sweep of the long dead
             for digest, (session, idle_until) in list(self._sessions.items()):
-                if min(session.expires_at, idle_until) <= now:
+                if session.ends_at(idle_until) <= now:
                     self._drop(digest)
 
     def _drop(self, digest: str) -> bool:
@@ -119,7 +123,7 @@ class MemorySessionStore(SessionStore):
         if entry is None or (app_id is not None and entry[0].app_id != app_id):
             return None
         session, idle_until = entry
-        if min(session.expires_at, idle_until) <= now:
+        if session.ends_at(idle_until) <= now:
             self._drop(digest)
             return None
         idle_until = now + session.idle_seconds

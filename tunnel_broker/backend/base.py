@@ -12,8 +12,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunnel_broker.apps import App
 from tunnel_broker.errors import BrokerError
 from tunnel_broker.events import iso_time
+from tunnel_broker.sessions import MemorySessionStore, SessionStore
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnel import Tunnel
 
@@ -81,6 +83,15 @@ class Backend(ABC):
 
     def ready(self) -> bool:
         return True
+
+    def session_store(self) -> SessionStore:
+        """Where WeChat login sessions live with this backend."""
+        return MemorySessionStore()
+
+    async def shared_apps(self, publish: list[App]) -> list[App] | None:
+        """Publish ``publish`` to the apps every node shares, and return those apps;
+        None when apps are not shared (a single node keeps its own)."""
+        return None
 
     @abstractmethod
     async def attach(self, tunnel: Tunnel) -> bool:

@@ -32,6 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tunnel_broker.apps import App
+from tunnel_broker.appstore import load_apps, upsert_apps
 from tunnel_broker.backend import keys
 from tunnel_broker.backend.base import (
     Backend,
@@ -41,9 +43,11 @@ from tunnel_broker.backend.base import (
     TunnelRecord,
 )
 from tunnel_broker.backend.memory import take_over
+from tunnel_broker.backend.redis_sessions import RedisSessionStore
 from tunnel_broker.backend.scripts import ATTACH, DETACH, MEMBERSHIP
 from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.hub import Hub
+from tunnel_broker.sessions import SessionStore
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnel import Tunnel
 
@@ -166,6 +170,17 @@ class RedisBackend(Backend):
     def ready(self) -> bool:
         return self._healthy
 
+    def session_store(self) -> SessionStore:
+        return RedisSessionStore(self.redis)
+
+    async def shared_apps(self, publish: list[App]) -> list[App] | None:
+        try:
+            if publish:
+                await upsert_apps(self.redis, publish)
+            return await load_apps(self.redis)
+        except RedisError as exc:
+            raise BackendUnavailable(f"apps not readable from redis: {exc}") from exc
+
     def _mark_healthy(self) -> None:
         if not self._healthy:
             self._healthy = True
@@ -220,6 +235,14 @@ class RedisBackend(Backend):
             except Exception:
                 logger.exception("lease loop failed; retrying")
 
+    async def _remove(self, app_id: str, tunnel_id: str, user_id: str, conn: str) -> bool:
+        """Remove a tunnel's record and index entries if connection ``conn`` still owns it."""
+        removed = await self._detach(
+            keys=[keys.tunnel(app_id, tunnel_id), keys.user_index(app_id, user_id)],
+            args=[conn, tunnel_id, keys.group_prefix(app_id)],
+        )
+        return bool(removed)
+
     async def _repair(self) -> None:
         """After an outage: forget what we no longer hold, rewrite what we hold."""
         if await self.redis.exists(keys.node_reaped(self.node_id)):
@@ -236,10 +259,7 @@ class RedisBackend(Backend):
             app_id, tunnel_id = keys.split_member(stale)
             raw = _mapping(await self.redis.hgetall(keys.tunnel(app_id, tunnel_id)))
             if raw.get("node") == self.node_id:
-                await self._detach(
-                    keys=[keys.tunnel(app_id, tunnel_id), keys.user_index(app_id, raw["user"])],
-                    args=[raw["conn"], tunnel_id, keys.group_prefix(app_id)],
-                )
+                await self._remove(app_id, tunnel_id, raw["user"], raw["conn"])
             await self.redis.srem(keys.node_tunnels(self.node_id), stale)
         for tunnel in held.values():
             if not tunnel.closing:
@@ -274,11 +294,7 @@ class RedisBackend(Backend):
             raw = _mapping(await self.redis.hgetall(keys.tunnel(app_id, tunnel_id)))
             if raw.get("node") != node_id:
                 continue  # taken over by a live pod meanwhile
-            removed = await self._detach(
-                keys=[keys.tunnel(app_id, tunnel_id), keys.user_index(app_id, raw["user"])],
-                args=[raw["conn"], tunnel_id, keys.group_prefix(app_id)],
-            )
-            if removed:
+            if await self._remove(app_id, tunnel_id, raw["user"], raw["conn"]):
                 lost += 1
                 self.report_lost(
                     app_id,
@@ -422,13 +438,7 @@ class RedisBackend(Backend):
             return  # repaired when Redis returns
         app_id = tunnel.app.id
         try:
-            await self._detach(
-                keys=[
-                    keys.tunnel(app_id, tunnel.tunnel_id),
-                    keys.user_index(app_id, tunnel.user_id),
-                ],
-                args=[conn, tunnel.tunnel_id, keys.group_prefix(app_id)],
-            )
+            await self._remove(app_id, tunnel.tunnel_id, tunnel.user_id, conn)
             if self.hub.get(app_id, tunnel.tunnel_id) is None:
                 await self.redis.srem(
                     keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
@@ -445,17 +455,13 @@ class RedisBackend(Backend):
         return {t: n for t, n in zip(unique, nodes, strict=True) if n}
 
     async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
+        encoded = _encode_payload(payload)
+
+        def message(kind: str, ids: list[str]) -> dict[str, Any]:
+            return {"op": "deliver", "app": app_id, "kind": kind, "ids": ids, "payload": encoded}
+
         if target.kind != "tunnels":
-            await self._publish(
-                keys.BROADCAST,
-                {
-                    "op": "deliver",
-                    "app": app_id,
-                    "kind": target.kind,
-                    "ids": list(target.ids),
-                    "payload": _encode_payload(payload),
-                },
-            )
+            await self._publish(keys.BROADCAST, message(target.kind, list(target.ids)))
             # Published first, so the other pods work while this one delivers its share.
             await self.hub.deliver_sliced(app_id, target, payload)
             return []
@@ -474,16 +480,7 @@ class RedisBackend(Backend):
                     app_id, Target("tunnels", tuple(tunnel_ids)), payload
                 )
             else:
-                await self._publish(
-                    keys.node_channel(node),
-                    {
-                        "op": "deliver",
-                        "app": app_id,
-                        "kind": "tunnels",
-                        "ids": tunnel_ids,
-                        "payload": _encode_payload(payload),
-                    },
-                )
+                await self._publish(keys.node_channel(node), message("tunnels", tunnel_ids))
                 delivered.update(tunnel_ids)
         return [t for t in dict.fromkeys(target.ids) if t not in delivered]
 
@@ -505,18 +502,13 @@ class RedisBackend(Backend):
                 else:
                     await self._publish(keys.node_channel(node), dict(message))
             return len(owners)
-        if target.kind == "users":
+        count = 0
+        if target.kind in ("users", "groups"):
+            index = keys.user_index if target.kind == "users" else keys.group_index
             pipe = self.redis.pipeline(transaction=False)
-            for user_id in target.ids:
-                pipe.zcard(keys.user_index(app_id, user_id))
+            for name in target.ids:
+                pipe.zcard(index(app_id, name))
             count = sum(await self._call(pipe.execute()))
-        elif target.kind == "groups":
-            pipe = self.redis.pipeline(transaction=False)
-            for group in target.ids:
-                pipe.zcard(keys.group_index(app_id, group))
-            count = sum(await self._call(pipe.execute()))
-        else:
-            count = 0
         for tunnel in self.hub.resolve(app_id, target):
             tunnel.close(code, reason)
         await self._publish(keys.BROADCAST, message)
