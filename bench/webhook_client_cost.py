@@ -56,7 +56,7 @@ async def main(requests: int) -> None:
             async with session.post(url, data=BODY, headers=HEADERS) as response:
                 await response.read()
         aiohttp_us = (time.process_time() - started) / requests * 1e6
-    from tunnel_broker.webhook_client import WebhookClient
+    from tunnel_broker.webhooks.http_client import WebhookClient
 
     client = WebhookClient("bench")
     for _ in range(100):

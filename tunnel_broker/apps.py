@@ -17,7 +17,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tunnel_broker.signing import InvalidSecret, decode_secret
+from tunnel_broker.errors import AppsFileError
+from tunnel_broker.validation import describe
+from tunnel_broker.webhooks.signing import InvalidSecret, decode_secret
+
+__all__ = ["App", "AppLimits", "AppRegistry", "AppsFileError", "load_apps_file", "parse_apps"]
 
 MIN_API_KEY_LENGTH = 16
 
@@ -99,18 +103,6 @@ class App(BaseModel):
     __str__ = __repr__
 
 
-class AppsFileError(ValueError):
-    """The apps file cannot be used; the message names the file, app and field."""
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def parse_apps(raw: Any, source: str = "apps") -> list[App]:
     """Validate a decoded apps document: a list, or ``{"apps": [...]}``."""
     if isinstance(raw, dict) and "apps" in raw:
@@ -125,7 +117,7 @@ def parse_apps(raw: Any, source: str = "apps") -> list[App]:
         try:
             app = App.model_validate(item)
         except ValidationError as exc:
-            raise AppsFileError(f"{source}: app {label}: {_describe(exc)}") from None
+            raise AppsFileError(f"{source}: app {label}: {describe(exc)}") from None
         if app.id in seen_ids:
             raise AppsFileError(f"{source}: app id {app.id!r} appears twice")
         for key in app.api_keys:

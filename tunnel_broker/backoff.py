@@ -1,28 +1,40 @@
-"""Retry delays: exponential backoff with full jitter, as a small injectable object.
+"""Retry delays: exponential backoff with "equal jitter", as a small injectable object.
 
-Used by the webhook relay (and later the Redis reconnect); tests inject a fixed random
-source so delays are deterministic.
+The one backoff of the broker: the webhook sender, the WeChat client's retries, the Redis
+subscriber's reconnects and the CLI's wait for Redis all draw their delays here. Tests
+inject a seeded random source so delays are deterministic.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 
-@dataclass
+@dataclass(frozen=True)
 class Backoff:
     base: float = 0.5
     factor: float = 2.0
     cap: float = 30.0
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=random.Random, compare=False)
 
-    def delay(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1 = first retry): uniform in [0, bound]
-        so many brokers retrying one receiver do not synchronise."""
-        bound = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
-        return self.rng.uniform(bound / 2, bound)
+    def __post_init__(self) -> None:
+        if self.base < 0 or self.cap < 0:
+            raise ValueError("delays must not be negative")
+
+    def bound(self, attempt: int) -> float:
+        """The largest delay before retry number ``attempt`` (1 = first retry)."""
+        exponent = min(max(0, attempt - 1), 60)
+        return min(self.cap, self.base * self.factor**exponent)
+
+    def delay(self, attempt: int, rand: Callable[[], float] | None = None) -> float:
+        """A delay in ``[bound/2, bound]``: growing and capped like plain exponential
+        backoff, spread so that many brokers retrying one peer do not synchronise, and
+        never so short that a retry hammers a peer that just failed."""
+        bound = self.bound(attempt)
+        return bound / 2 + bound / 2 * (rand or self.rng.random)()
 
 
 def parse_retry_after(value: str | None, now: float, limit: float) -> float | None:

@@ -1,14 +1,14 @@
 """``tunnel-broker``: serve, and manage apps.
 
 Every ``serve`` flag is generated from ``config.SETTINGS`` and falls back to the ``TB_*``
-environment variable of the same name, so flags, variables and docs cannot disagree.
+environment variable of the same name, so flags, variables and docs cannot disagree; the
+``apps`` commands read ``TB_REDIS_URL`` and ``TB_APPS_FILE`` through the same declarations.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import json
 import logging
 import os
 import secrets
@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from tunnel_broker import __version__, redaction
-from tunnel_broker.apps import App, AppsFileError, load_apps_file
-from tunnel_broker.config import SETTINGS, Secret, Settings, SettingsError, settings_from
+from tunnel_broker import __version__, logs
+from tunnel_broker.apps import App, load_apps_file
+from tunnel_broker.backoff import Backoff
+from tunnel_broker.config import SETTINGS, SETTINGS_BY_NAME, Settings, settings_from
+from tunnel_broker.errors import AppsFileError, SettingsError
+from tunnel_broker.validation import describe
 
 if TYPE_CHECKING:
-    from tunnel_broker.appstore import SyncAppStore
+    from tunnel_broker.backend.redis.apps import SyncAppStore
 
 logger = logging.getLogger("tunnel_broker.cli")
 
@@ -88,9 +91,12 @@ def _new_webhook_secret() -> str:
 
 
 def _store(url: str | None) -> SyncAppStore:
-    from tunnel_broker.appstore import SyncAppStore
+    from tunnel_broker.backend.redis.apps import SyncAppStore
 
-    return SyncAppStore(url or os.environ.get("TB_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    if url is None:
+        configured = SETTINGS_BY_NAME["redis_url"].from_env(os.environ) or Settings().redis_url
+        url = configured.reveal()
+    return SyncAppStore(url)
 
 
 def _redis_apps_command(args: argparse.Namespace) -> int:
@@ -134,52 +140,10 @@ def _redis_apps_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _drop_per_connection_lines(record: logging.LogRecord) -> bool:
-    return not (
-        record.levelno <= logging.INFO
-        and isinstance(record.msg, str)
-        and (record.msg.startswith(("connection ", '%s - "WebSocket')))
-    )
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object a line, for log pipelines that parse fields rather than text."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def _configure_logging(level: str, log_format: str = "text") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
-    redaction.install()
-    # One line per webhook request or WebSocket is noise at 10,000 tunnels; keep them
-    # for --log-level debug.
-    if level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("uvicorn.error").addFilter(_drop_per_connection_lines)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redaction.RedactTokens())
-
-
 def serve(settings: Settings) -> int:
     from tunnel_broker.server import build
 
-    _configure_logging(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format)
     apps = []
     if settings.apps_file:
         try:
@@ -194,12 +158,12 @@ def serve(settings: Settings) -> int:
         if shared is None:
             return 2
         logger.info("using the cluster's token signing key from redis")
-        settings.secret_key = Secret(shared)
+        settings = settings.with_secret_key(shared)
     if not settings.secret_keys():
         logger.warning(
             "no --secret-key/TB_SECRET_KEY: using a random one; connect URLs die with this process"
         )
-        settings.with_generated_secret()
+        settings = settings.with_generated_secret()
     try:
         _, server = build(settings, apps)
     except ValueError as exc:
@@ -212,6 +176,7 @@ def serve(settings: Settings) -> int:
 def _shared_secret_key(url: str, attempts: int = 30) -> str | None:
     """The cluster's signing key from Redis, waiting out a short Redis outage at start
     (a pod that exits at once would crash-loop while Redis restarts)."""
+    backoff = Backoff(base=0.2, cap=2.0)
     for attempt in range(1, attempts + 1):
         try:
             store = _store(url)
@@ -226,13 +191,13 @@ def _shared_secret_key(url: str, attempts: int = 30) -> str | None:
                 attempt,
                 attempts,
             )
-            time.sleep(min(2.0, 0.1 * 2**attempt))
+            time.sleep(backoff.delay(attempt))
     logger.error("redis backend: no shared secret key; set TB_SECRET_KEY or fix TB_REDIS_URL")
     return None
 
 
 def _apps_file(arg: str | None) -> str:
-    path = arg or os.environ.get("TB_APPS_FILE", "")
+    path = arg or SETTINGS_BY_NAME["apps_file"].from_env(os.environ)
     if not path:
         raise AppsFileError("give an apps file or set TB_APPS_FILE")
     return path
@@ -267,7 +232,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tunnel-broker: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:
-        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
-        print(f"tunnel-broker: invalid app: {fields}", file=sys.stderr)
+        print(f"tunnel-broker: invalid app: {describe(exc)}", file=sys.stderr)
         return 2
     return 0

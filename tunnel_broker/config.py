@@ -1,18 +1,23 @@
-"""Broker settings: one dataclass, filled from flags and ``TB_*`` environment variables.
+"""Broker settings: one frozen dataclass, filled from flags and ``TB_*`` variables.
 
-Every setting is listed in ``SETTINGS`` with its flag, environment variable, type,
-default and meaning; the CLI, the docs' table of variables and the Helm chart's test are
-all driven from that one list, so a name cannot exist in one place only.
+Each setting is declared once, as a field of ``Settings`` with its type, default and help;
+``SETTINGS`` (flag, environment variable, parser) is derived from those fields, and the
+CLI, the docs' table of variables and the Helm chart's test are all driven from it, so a
+name cannot exist in one place only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, cast
+
+from tunnel_broker.errors import SettingsError
 
 
 class Secret:
@@ -41,6 +46,8 @@ def _default_node_id() -> str:
 
 @dataclass(frozen=True)
 class Setting:
+    """How one ``Settings`` field is set from outside: its flag, variable and help."""
+
     name: str
     type: Callable[[str], Any]
     help: str
@@ -54,37 +61,114 @@ class Setting:
     def env(self) -> str:
         return "TB_" + self.name.upper()
 
+    def from_env(self, env: Mapping[str, str]) -> Any | None:
+        """This setting from ``env`` alone (for commands other than ``serve``)."""
+        raw = env.get(self.env)
+        return None if raw is None else self.parse(raw, self.env)
 
-@dataclass
+    def parse(self, raw: str, source: str) -> Any:
+        if self.choices and raw not in self.choices:
+            raise SettingsError(f"{source}: expected one of {', '.join(self.choices)}")
+        try:
+            return self.type(raw)
+        except ValueError:
+            raise SettingsError(f"{source}: not a valid {self.type.__name__}") from None
+
+
+def _secret(value: str) -> Secret:
+    return Secret(value)
+
+
+def setting(
+    default: Any = None,
+    *,
+    help: str,
+    choices: tuple[str, ...] | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A ``Settings`` field together with what the CLI, the environment and the docs say
+    of it: the one place a setting is declared."""
+    metadata = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    public_url: str = ""
-    apps_file: str = ""
-    backend: Literal["memory", "redis"] = "memory"
-    redis_url: Secret = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
-    node_id: str = field(default_factory=_default_node_id)
-    secret_key: Secret = field(default_factory=lambda: Secret(""))
-    log_level: str = "info"
-    log_format: Literal["text", "json"] = "text"
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
-    idle_timeout: float = 600.0
-    max_connection_seconds: float = 7200.0
-    drain_seconds: float = 10.0
-    shutdown_flush_seconds: float = 20.0
-    connect_wait_seconds: float = 10.0
-    max_api_body_bytes: int = 1024 * 1024
-    webhook_retry_max_delay: float = 60.0
-    sweep_interval: float = 5.0
-    lease_seconds: float = 15.0
-    keep_alive_timeout: float = 75.0
+    """The broker's settings; frozen: a running node never sees them change."""
+
+    host: str = setting(
+        "127.0.0.1", help="Interface to bind (default 127.0.0.1; 0.0.0.0 in containers)."
+    )
+    port: int = setting(8080, help="TCP port for the API, WebSockets and operations endpoints.")
+    public_url: str = setting(
+        "", help="URL clients reach this broker at; connect URLs are built on it."
+    )
+    apps_file: str = setting("", help="TOML or JSON file listing the apps (tenants).")
+    backend: Literal["memory", "redis"] = setting(
+        "memory",
+        help="State backend: memory (one process) or redis.",
+        choices=("memory", "redis"),
+    )
+    redis_url: Secret = setting(
+        factory=lambda: Secret("redis://127.0.0.1:6379/0"),
+        help="Redis URL for the redis backend.",
+    )
+    node_id: str = setting(
+        factory=_default_node_id,
+        help="This node's id in presence data and leases (default host-pid).",
+    )
+    secret_key: Secret = setting(
+        factory=lambda: Secret(""),
+        help="Token signing key(s), comma-separated, newest last.",
+    )
+    log_level: str = setting(
+        "info", help="debug, info, warning or error.", choices=("debug", "info", "warning", "error")
+    )
+    log_format: Literal["text", "json"] = setting(
+        "text",
+        help="text (one line a record) or json (for log pipelines).",
+        choices=("text", "json"),
+    )
+    ping_interval: float = setting(20.0, help="Seconds between protocol pings to each client.")
+    ping_timeout: float = setting(20.0, help="Seconds to wait for a pong before dropping a socket.")
+    idle_timeout: float = setting(
+        600.0, help="Close a tunnel with no messages for this many seconds (0: never)."
+    )
+    max_connection_seconds: float = setting(
+        7200.0, help="Close tunnels open longer than this (0: never)."
+    )
+    drain_seconds: float = setting(
+        10.0, help="On SIGTERM, wait this long for clients to leave before 1012."
+    )
+    shutdown_flush_seconds: float = setting(
+        20.0, help="On SIGTERM, time allowed to deliver pending webhooks."
+    )
+    connect_wait_seconds: float = setting(
+        10.0, help="How long a connect waits for webhook buffer room."
+    )
+    max_api_body_bytes: int = setting(1024 * 1024, help="Largest accepted HTTP API request body.")
+    webhook_retry_max_delay: float = setting(
+        60.0, help="Longest wait between webhook retries (seconds)."
+    )
+    sweep_interval: float = setting(
+        5.0, help="Seconds between idle/lifetime checks of open tunnels."
+    )
+    lease_seconds: float = setting(
+        15.0, help="Redis backend: a silent pod's tunnels are closed after this."
+    )
+    keep_alive_timeout: float = setting(
+        75.0,
+        help="Seconds an idle HTTP keep-alive connection stays open (above the LB's idle timeout).",
+    )
 
     def __post_init__(self) -> None:
-        if not self.public_url:
+        public_url = self.public_url
+        if not public_url:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-            self.public_url = f"http://{host}:{self.port}"
-        self.public_url = self.public_url.rstrip("/")
+            public_url = f"http://{host}:{self.port}"
+        object.__setattr__(self, "public_url", public_url.rstrip("/"))
 
     @property
     def connect_base_url(self) -> str:
@@ -100,79 +184,44 @@ class Settings:
         """Token signing keys, oldest first (comma-separated in the setting)."""
         return [k.strip() for k in self.secret_key.reveal().split(",") if k.strip()]
 
+    def with_secret_key(self, key: str) -> Settings:
+        return dataclasses.replace(self, secret_key=Secret(key))
+
     def with_generated_secret(self) -> Settings:
         """A single in-memory node may run without a configured secret: its tokens then
         die with the process, which is harmless since its tunnels do too."""
         if self.secret_keys():
             return self
-        self.secret_key = Secret(secrets.token_urlsafe(32))
-        return self
+        return self.with_secret_key(secrets.token_urlsafe(32))
 
 
-def _secret(value: str) -> Secret:
-    return Secret(value)
+def _parser(annotation: Any) -> Callable[[str], Any]:
+    if annotation is Secret:
+        return _secret
+    if typing.get_origin(annotation) is Literal:
+        return str  # the choices are checked before parsing
+    assert annotation in (str, int, float), f"no parser for settings of type {annotation}"
+    return cast(Callable[[str], Any], annotation)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("host", str, "Interface to bind (default 127.0.0.1; 0.0.0.0 in containers)."),
-    Setting("port", int, "TCP port for the API, WebSockets and operations endpoints."),
-    Setting("public_url", str, "URL clients reach this broker at; connect URLs are built on it."),
-    Setting("apps_file", str, "TOML or JSON file listing the apps (tenants)."),
-    Setting("backend", str, "State backend: memory (one process) or redis.", ("memory", "redis")),
-    Setting("redis_url", _secret, "Redis URL for the redis backend."),
-    Setting("node_id", str, "This node's id in presence data and leases (default host-pid)."),
-    Setting("secret_key", _secret, "Token signing key(s), comma-separated, newest last."),
-    Setting(
-        "log_level", str, "debug, info, warning or error.", ("debug", "info", "warning", "error")
-    ),
-    Setting(
-        "log_format", str, "text (one line a record) or json (for log pipelines).", ("text", "json")
-    ),
-    Setting("ping_interval", float, "Seconds between protocol pings to each client."),
-    Setting("ping_timeout", float, "Seconds to wait for a pong before dropping a socket."),
-    Setting(
-        "idle_timeout", float, "Close a tunnel with no messages for this many seconds (0: never)."
-    ),
-    Setting("max_connection_seconds", float, "Close tunnels open longer than this (0: never)."),
-    Setting("drain_seconds", float, "On SIGTERM, wait this long for clients to leave before 1012."),
-    Setting(
-        "shutdown_flush_seconds", float, "On SIGTERM, time allowed to deliver pending webhooks."
-    ),
-    Setting("connect_wait_seconds", float, "How long a connect waits for webhook buffer room."),
-    Setting("max_api_body_bytes", int, "Largest accepted HTTP API request body."),
-    Setting("webhook_retry_max_delay", float, "Longest wait between webhook retries (seconds)."),
-    Setting("sweep_interval", float, "Seconds between idle/lifetime checks of open tunnels."),
-    Setting("lease_seconds", float, "Redis backend: a silent pod's tunnels are closed after this."),
-    Setting(
-        "keep_alive_timeout",
-        float,
-        "Seconds an idle HTTP keep-alive connection stays open (above the LB's idle timeout).",
-    ),
+_HINTS = typing.get_type_hints(Settings)
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, _parser(_HINTS[f.name]), f.metadata["help"], f.metadata["choices"])
+    for f in fields(Settings)
 )
-
-_FIELD_NAMES = {f.name for f in fields(Settings)}
-assert {s.name for s in SETTINGS} == _FIELD_NAMES, "SETTINGS and Settings disagree"
-
-
-class SettingsError(ValueError):
-    pass
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def settings_from(values: Mapping[str, str | None], env: Mapping[str, str]) -> Settings:
     """Build settings; explicit ``values`` (flags) win over the environment."""
     kwargs: dict[str, Any] = {}
-    for setting in SETTINGS:
-        raw = values.get(setting.name)
-        source = setting.flag
-        if raw is None:
-            raw = env.get(setting.env)
-            source = setting.env
-        if raw is None:
+    for spec in SETTINGS:
+        raw = values.get(spec.name)
+        if raw is not None:
+            kwargs[spec.name] = spec.parse(raw, spec.flag)
             continue
-        if setting.choices and raw not in setting.choices:
-            raise SettingsError(f"{source}: expected one of {', '.join(setting.choices)}")
-        try:
-            kwargs[setting.name] = setting.type(raw)
-        except ValueError:
-            raise SettingsError(f"{source}: not a valid {setting.type.__name__}") from None
+        value = spec.from_env(env)
+        if value is not None:
+            kwargs[spec.name] = value
     return Settings(**kwargs)

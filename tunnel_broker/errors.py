@@ -1,18 +1,33 @@
-"""Errors of the HTTP API, as RFC 9457 problem details with stable codes.
+"""The broker's exceptions, and the table of error codes callers see.
 
 Every error a client can see is one row of ``ERROR_TABLE``: the ``code`` is stable API, the
 ``temporary`` flag tells clients (and the SDK's retry logic) whether retrying may help.
 The docs' error list is generated from this table, so it cannot drift.
 
+Every exception the broker raises on purpose derives from ``BrokerError``, which renders
+itself as RFC 9457 problem details: the HTTP layer maps the whole tree in one handler,
+and a new exception only has to name its ``code``.
+
 Exception tree::
 
-    BrokerError                 any error with a problem-details rendering
-    └── ApiError                raised by request handlers; carries an ErrorSpec
+    BrokerError                 renders as problem details with its ``code``
+    ├── ApiError                raised by request handlers: any code, any detail
+    ├── BackendUnavailable      the shared state cannot be reached (backend_unavailable)
+    ├── TooManyTunnels          attach refused: the user is at the app's tunnel limit
+    ├── ConfigError             settings or apps cannot be used (validation_failed)
+    │   ├── SettingsError       a flag or TB_* variable
+    │   └── AppsFileError       an apps file, or the apps stored in Redis
+    ├── TokenError              a connect token is refused
+    │   ├── TokenInvalid
+    │   └── TokenExpired
+    ├── WebhookHttpError        a webhook request failed before a complete answer
+    │   └── BodyTooLarge
+    └── ActionError             a webhook reply's action cannot be carried out
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -56,18 +71,27 @@ PROBLEM_TYPE_BASE = "https://tunnel-broker.dev/problems/"
 
 
 class BrokerError(Exception):
-    """Base of every error the broker renders as problem details."""
+    """Base of every error the broker raises on purpose.
 
+    ``detail`` is safe to log and to show: no key, secret or token is ever put in one.
+    """
 
-@dataclass
-class ApiError(BrokerError):
-    code: str
-    detail: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    code: str = "internal_error"
+    # What callers are told instead of ``detail``, for errors whose detail is for the
+    # operator's log only.
+    public_detail: str | None = None
 
-    def __post_init__(self) -> None:
-        super().__init__(f"{self.code}: {self.detail}")
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+        self.headers = headers or {}
 
     @property
     def spec(self) -> ErrorSpec:
@@ -79,8 +103,89 @@ class ApiError(BrokerError):
             "type": PROBLEM_TYPE_BASE + spec.code,
             "title": spec.title,
             "status": spec.status,
-            "detail": self.detail,
+            "detail": self.public_detail or self.detail,
             "code": spec.code,
         }
         body.update(self.extra)
         return body
+
+
+class ApiError(BrokerError):
+    """A request handler's refusal, with any code of ``ERROR_TABLE``."""
+
+    def __init__(
+        self,
+        code: str,
+        detail: str,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if code not in ERROR_TABLE:
+            raise KeyError(f"unknown error code {code!r}")
+        super().__init__(detail, extra=extra, headers=headers)
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+    @classmethod
+    def invalid(cls, field: str, message: str, detail: str | None = None) -> ApiError:
+        """``validation_failed`` about one field, shaped like the schema's own errors."""
+        return cls(
+            "validation_failed",
+            detail or f"{field}: {message}",
+            {"errors": [{"field": field, "message": message}]},
+        )
+
+
+class BackendUnavailable(BrokerError):
+    code = "backend_unavailable"
+    public_detail = "the state backend cannot be reached; retry shortly"
+
+
+class TooManyTunnels(BrokerError):
+    """The user already holds the app's ``max_tunnels_per_user`` other tunnels."""
+
+    code = "rate_limited"
+
+
+class ConfigError(BrokerError):
+    code = "validation_failed"
+
+
+class SettingsError(ConfigError):
+    """A setting's value cannot be used; the message names the flag or variable."""
+
+
+class AppsFileError(ConfigError):
+    """Apps cannot be used; the message names the file, app and field."""
+
+
+class TokenError(BrokerError):
+    """A connect token is refused; messages carry nothing of the token."""
+
+
+class TokenInvalid(TokenError):
+    pass
+
+
+class TokenExpired(TokenError):
+    pass
+
+
+class WebhookHttpError(BrokerError):
+    """A webhook request failed before a complete response arrived."""
+
+
+class BodyTooLarge(WebhookHttpError):
+    """The response exceeded a bound; ``status`` says whether it was a success."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ActionError(BrokerError):
+    """A webhook action names something that is not there (an event, a tunnel)."""
+
+    code = "validation_failed"

@@ -1,4 +1,4 @@
-"""A broker node: the apps, the hub, the backend and the relay, wired, with a lifecycle.
+"""A broker node: the apps, the hub, the backend and event delivery, wired, with a lifecycle.
 
 ``start`` before serving; ``drain`` on SIGTERM (unready, refuse connects, let clients
 leave, close the rest with 1012, flush webhooks); ``stop`` releases everything and is
@@ -14,19 +14,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tunnel_broker import events
-from tunnel_broker.actions import ActionRunner
-from tunnel_broker.apps import App, AppRegistry, AppsFileError
-from tunnel_broker.backend.base import Backend, BackendUnavailable
+from tunnel_broker.apps import App, AppRegistry
+from tunnel_broker.backend.base import Backend
 from tunnel_broker.backend.memory import MemoryBackend
 from tunnel_broker.backoff import Backoff
-from tunnel_broker.closecodes import CloseCode
 from tunnel_broker.config import Settings
-from tunnel_broker.hub import Hub
+from tunnel_broker.errors import AppsFileError, BackendUnavailable
 from tunnel_broker.metrics import Metrics
 from tunnel_broker.ratelimit import TokenBucket
-from tunnel_broker.relay import WebhookRelay
-from tunnel_broker.tokens import TokenCodec
+from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.hub import Hub
+from tunnel_broker.tunnels.tokens import TokenCodec
+from tunnel_broker.webhooks import events
+from tunnel_broker.webhooks.actions import ActionRunner
+from tunnel_broker.webhooks.delivery import EventDelivery
+from tunnel_broker.webhooks.sender import WebhookSender
 from tunnel_broker.wechat import WeChatClient
 
 logger = logging.getLogger("tunnel_broker.node")
@@ -44,12 +46,10 @@ class Node:
         self.sessions = self.backend.session_store()
         self._wechat_clients: dict[str, WeChatClient] = {}
         self.actions = ActionRunner(self.backend, self.hub)
-        self.relay = WebhookRelay(
-            self.apps,
-            self.metrics,
-            self.actions.run,
-            Backoff(cap=settings.webhook_retry_max_delay),
+        sender = WebhookSender(
+            self.apps, self.metrics, Backoff(cap=settings.webhook_retry_max_delay)
         )
+        self.events = EventDelivery(self.apps, sender, self.actions.run)
         self.started = False
         self.draining = False
         self._stopped = False
@@ -58,17 +58,16 @@ class Node:
         self._drain_task: asyncio.Task[None] | None = None
         self.metrics.watch_state(
             self.hub.count_by_app,
-            self.relay.buffer_depths,
+            self.events.depths,
             self.ready,
             lambda: dict(self.hub.messages_out),
-            lambda: dict(self.hub.messages_in),
         )
 
     def _make_backend(self) -> Backend:
         settings = self.settings
         if settings.backend == "memory":
             return MemoryBackend(self.hub, settings.node_id)
-        from tunnel_broker.backend.redis import RedisBackend
+        from tunnel_broker.backend.redis.backend import RedisBackend
 
         backend = RedisBackend(
             settings.redis_url.reveal(),
@@ -118,7 +117,7 @@ class Node:
             logger.error("lost tunnel %s of unknown app %s not reported", tunnel_id, app_id)
             return
         fragment = events.tunnel_fragment(app_id, tunnel_id, user_id, identity, meta)
-        self.relay.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"))
+        self.events.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"))
         self.metrics.closes.labels(app_id, "1006").inc()
 
     def ready(self) -> bool:
@@ -182,7 +181,7 @@ class Node:
             tunnel.close(CloseCode.SERVICE_RESTART, "broker_restarting")
         # The reading tasks emit tunnel.closed as their sockets finish closing.
         await self._wait_until(lambda: len(self.hub) == 0, 5.0)
-        left = await self.relay.flush(settings.shutdown_flush_seconds)
+        left = await self.events.flush(settings.shutdown_flush_seconds)
         if left:
             logger.error("drain: %d webhook events still undelivered", left)
         else:
@@ -206,7 +205,7 @@ class Node:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.relay.close()
+        await self.events.close()
         for client in self._wechat_clients.values():
             await client.aclose()
         await self.backend.stop()

@@ -17,9 +17,9 @@ from types import FrameType
 
 import uvicorn
 
-from tunnel_broker.application import BrokerApp
 from tunnel_broker.apps import App
 from tunnel_broker.config import Settings
+from tunnel_broker.http.app import BrokerApp
 from tunnel_broker.node import Node
 
 logger = logging.getLogger("tunnel_broker.server")
@@ -36,7 +36,7 @@ def uvicorn_config(app: BrokerApp, settings: Settings, apps: list[App]) -> uvico
         host=settings.host,
         port=settings.port,
         # The sans-I/O implementation: no task per connection beyond the app's own, and
-        # the send semantics tunnel.py relies on.
+        # the send semantics tunnels/writer.py relies on.
         ws="websockets-sansio",
         ws_max_size=largest + _WS_FRAME_SLACK,
         ws_ping_interval=settings.ping_interval or None,

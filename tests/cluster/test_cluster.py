@@ -433,12 +433,15 @@ async def test_redis_sessions_expire_and_stay_within_their_app(redis_server: Red
 
     import redis.asyncio as aioredis
 
-    from tunnel_broker.backend.redis_sessions import RedisSessionStore
-    from tunnel_broker.sessions import Session, skey_digest
+    from tunnel_broker.backend.redis.health import RedisHealth
+    from tunnel_broker.backend.redis.sessions import RedisSessionStore
+    from tunnel_broker.backend.sessions import Session, skey_digest
 
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     try:
-        store = RedisSessionStore(client)
+        health = RedisHealth()
+        health.mark_healthy()
+        store = RedisSessionStore(client, health)
         now = time.time()
         session = Session("a", "o", None, {"openid": "o"}, now, now + 1000, idle_seconds=100)
         skey = await store.create(session, max_per_openid=5)

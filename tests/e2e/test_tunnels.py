@@ -287,7 +287,7 @@ async def test_bad_tokens_are_refused(broker: BrokerHandle, mutate, expected) ->
 
 
 async def test_expired_token_is_refused_with_4408(broker: BrokerHandle) -> None:
-    from tunnel_broker.tokens import ConnectClaims
+    from tunnel_broker.tunnels.tokens import ConnectClaims
 
     claims = ConnectClaims("demo", "tun_expired", "kim", time.time() - 1)
     token = broker.node.tokens.mint(claims)
@@ -313,7 +313,7 @@ async def test_token_of_another_app_cannot_be_rebound(broker: BrokerHandle) -> N
     async with open_tunnel(f"{broker.ws_url}/v1/connect?token={forged}.{signature}") as ws:
         assert await closed_with(ws) == (4401, "token_invalid")
     # And a token signed with another broker secret is refused too.
-    from tunnel_broker.tokens import ConnectClaims, TokenCodec
+    from tunnel_broker.tunnels.tokens import ConnectClaims, TokenCodec
 
     foreign = TokenCodec(["a-completely-different-secret"]).mint(
         ConnectClaims("demo", "tun_x", "leo", time.time() + 60)

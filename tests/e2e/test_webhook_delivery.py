@@ -159,8 +159,8 @@ async def test_full_buffer_applies_back_pressure_instead_of_dropping() -> None:
             for i in range(200):
                 await ws.send(f"p{i}")
             await asyncio.sleep(0.5)
-            relay = broker.node.relay.for_app(broker.node.apps.get("demo"))  # type: ignore[arg-type]
-            assert relay.buffer.events <= 10, "the buffer grew past its bound"
+            queue = broker.node.events.queue(broker.node.apps.get("demo"))  # type: ignore[arg-type]
+            assert queue.depth <= 10, "the buffer grew past its bound"
             receiver.behaviour = "ok"
             await check_for(
                 20, lambda: len(messages_in_order(receiver, tunnel_id)) == 200, what="all 200"

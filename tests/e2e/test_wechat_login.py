@@ -16,7 +16,7 @@ from tests.support.broker import BrokerHandle, app_config, open_tunnel, run_brok
 from tests.support.receiver import WebhookReceiver
 from tests.support.servers import run_uvicorn
 from tests.support.waiting import check_for
-from tunnel_broker.sessions import MemorySessionStore, Session
+from tunnel_broker.backend.sessions import MemorySessionStore, Session
 from tunnel_broker.wechat import encrypt_user_data
 from tunnel_broker.wechat.simulator import create_simulator_app
 

@@ -15,9 +15,9 @@ import yaml
 
 from tests.helm.rendering import CHART, PRODUCTION_VALUES, Helm, Rendered, helm_binary
 from tests.support.broker import app_config, new_secret
-from tunnel_broker.application import ROUTES as routes
 from tunnel_broker.apps import App, parse_apps
 from tunnel_broker.config import SETTINGS, Secret, Settings, settings_from
+from tunnel_broker.http.app import ROUTES as routes
 from tunnel_broker.node import Node
 
 SETTING_ENVS = {s.env for s in SETTINGS}

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunnel_broker import events
-from tunnel_broker.batching import EventBuffer, Pending
+from tunnel_broker.webhooks import events
+from tunnel_broker.webhooks.batching import EventBuffer, Pending
 
 
 def make(tunnel: str, text: str, at: float = 0.0) -> Pending:

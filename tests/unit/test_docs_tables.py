@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tunnel_broker.apps import AppLimits
-from tunnel_broker.closecodes import CLOSE_CODE_EXPLANATIONS
 from tunnel_broker.config import SETTINGS
 from tunnel_broker.errors import ERROR_TABLE
+from tunnel_broker.tunnels.closecodes import CLOSE_CODE_EXPLANATIONS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tunnel_broker.signing import (
+from tunnel_broker.webhooks.signing import (
     InvalidSecret,
     SignatureError,
     WebhookSigner,

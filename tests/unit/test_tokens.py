@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunnel_broker.tokens import ConnectClaims, TokenCodec, TokenExpired, TokenInvalid
+from tunnel_broker.tunnels.tokens import ConnectClaims, TokenCodec, TokenExpired, TokenInvalid
 
 codec = TokenCodec(["old-secret-0123456789", "new-secret-0123456789"])
 json_values = st.recursive(

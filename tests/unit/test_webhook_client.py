@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from tunnel_broker.webhook_client import BodyTooLarge, WebhookClient, WebhookHttpError
+from tunnel_broker.webhooks.http_client import BodyTooLarge, WebhookClient, WebhookHttpError
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

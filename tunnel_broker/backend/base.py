@@ -1,9 +1,8 @@
-"""The backend interface.
+"""The backend interface: where tunnels are registered, and how pushes, closes and group
+changes reach them wherever they are.
 
-Exception tree::
-
-    BackendUnavailable     the shared state cannot be reached; the API answers 503
-    TooManyTunnels         attach refused: the user is at the app's tunnel limit
+A backend raises ``BackendUnavailable`` when the shared state cannot be reached (the API
+answers 503) and ``TooManyTunnels`` when an attach would exceed the user's limit.
 """
 
 from __future__ import annotations
@@ -13,19 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunnel_broker.apps import App
-from tunnel_broker.errors import BrokerError
-from tunnel_broker.events import iso_time
-from tunnel_broker.sessions import MemorySessionStore, SessionStore
+from tunnel_broker.backend.sessions import MemorySessionStore, SessionStore
+from tunnel_broker.errors import BackendUnavailable, TooManyTunnels
 from tunnel_broker.targets import Target
-from tunnel_broker.tunnel import Tunnel
+from tunnel_broker.timestamps import iso_time
+from tunnel_broker.tunnels.tunnel import Tunnel
 
-
-class BackendUnavailable(BrokerError):
-    pass
-
-
-class TooManyTunnels(BrokerError):
-    """The user already holds the app's ``max_tunnels_per_user`` other tunnels."""
+__all__ = ["Backend", "BackendUnavailable", "Page", "TooManyTunnels", "TunnelRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +98,9 @@ class Backend(ABC):
         """Forget a closed tunnel unless a newer socket has taken its id over."""
 
     @abstractmethod
-    async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
-        """Send a payload to a target; return the named tunnel ids that are not open."""
+    async def push(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
+        """Send a payload to a target's clients; return the named tunnel ids that are not
+        open."""
 
     @abstractmethod
     async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:

@@ -5,22 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tunnel_broker.backend.base import Backend, Page, TooManyTunnels, TunnelRecord
-from tunnel_broker.closecodes import CloseCode
-from tunnel_broker.hub import Hub
 from tunnel_broker.targets import Target
-from tunnel_broker.tunnel import Tunnel
-
-
-def take_over(old: Tunnel, new: Tunnel) -> None:
-    """Hand a tunnel's state from the socket it had to the socket replacing it."""
-    old.replaced = True
-    new.groups |= old.groups
-    if old.approved.done():
-        if not new.approved.done():
-            new.approved.set_result(None)
-    else:
-        new.approved = old.approved
-    old.close(CloseCode.REPLACED, "replaced")
+from tunnel_broker.tunnels.hub import Hub
+from tunnel_broker.tunnels.tunnel import Tunnel
 
 
 def page_of(tunnels: Iterable[Tunnel], node_id: str, cursor: str | None, limit: int) -> Page:
@@ -45,51 +32,33 @@ class MemoryBackend(Backend):
             held = len(self.hub.user_tunnels(app_id, tunnel.user_id))
             if held >= tunnel.app.limits.max_tunnels_per_user:
                 raise TooManyTunnels(tunnel.user_id)
-        previous = self.hub.add(tunnel)
-        if previous is None:
-            return False
-        take_over(previous, tunnel)
-        # Groups joined on the old socket are indexed for the new one too.
-        for group in tunnel.groups:
-            self.hub.join(tunnel, group)
-        return True
+        return self.hub.attach(tunnel) is not None
 
     async def detach(self, tunnel: Tunnel) -> None:
-        self.hub.remove(tunnel)
+        self.hub.detach(tunnel)
 
-    async def deliver(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
-        delivered = await self.hub.deliver_sliced(app_id, target, payload)
+    async def push(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
+        pushed = await self.hub.push_sliced(app_id, target, payload)
         if target.kind != "tunnels":
             return []
-        return [t for t in dict.fromkeys(target.ids) if t not in delivered]
+        return [t for t in dict.fromkeys(target.ids) if t not in pushed]
 
     async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
-        closed = 0
-        for tunnel in self.hub.resolve(app_id, target):
-            if tunnel.close(code, reason):
-                closed += 1
-        return closed
-
-    def _open(self, app_id: str, tunnel_id: str) -> Tunnel | None:
-        tunnel = self.hub.get(app_id, tunnel_id)
-        return None if tunnel is None or tunnel.closing else tunnel
+        return self.hub.close(app_id, target, code, reason)
 
     async def join(self, app_id: str, tunnel_id: str, group: str) -> bool:
-        tunnel = self._open(app_id, tunnel_id)
-        if tunnel is None:
-            return False
-        self.hub.join(tunnel, group)
-        return True
+        return self._change_membership(app_id, tunnel_id, group, join=True)
 
     async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool:
-        tunnel = self._open(app_id, tunnel_id)
-        if tunnel is None:
+        return self._change_membership(app_id, tunnel_id, group, join=False)
+
+    def _change_membership(self, app_id: str, tunnel_id: str, group: str, join: bool) -> bool:
+        if self.hub.open_tunnel(app_id, tunnel_id) is None:
             return False
-        self.hub.leave(tunnel, group)
-        return True
+        return self.hub.change_membership(app_id, tunnel_id, group, join)
 
     async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None:
-        tunnel = self._open(app_id, tunnel_id)
+        tunnel = self.hub.open_tunnel(app_id, tunnel_id)
         return None if tunnel is None else TunnelRecord.of(tunnel, self.node_id)
 
     async def list_user(self, app_id: str, user_id: str, cursor: str | None, limit: int) -> Page:

@@ -6,13 +6,14 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tunnel_broker.backoff import Backoff
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Bounded attempts with exponential backoff and "equal jitter".
+    """Bounded attempts, spaced by the broker's ``Backoff`` with doubling delays.
 
-    The n-th retry waits between half and all of ``min(max_delay, base_delay * 2**(n-1))``:
-    growing, capped, and spread out so that many brokers retrying at once do not stampede.
+    The n-th retry waits between half and all of ``min(max_delay, base_delay * 2**(n-1))``.
     """
 
     attempts: int = 3
@@ -30,8 +31,7 @@ class RetryPolicy:
         """Seconds to wait before retry ``retry_number`` (1 for the first retry)."""
         if retry_number < 1:
             raise ValueError("retry_number starts at 1")
-        ceiling = min(self.max_delay, self.base_delay * 2.0 ** min(retry_number - 1, 60))
-        return ceiling / 2 + ceiling / 2 * rand()
+        return Backoff(self.base_delay, 2.0, self.max_delay).delay(retry_number, rand)
 
 
 NO_RETRY = RetryPolicy(attempts=1)

@@ -1,0 +1,91 @@
+"""Apps files: formats, validation errors that name the problem, API-key lookup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tunnel_broker.apps import AppRegistry, AppsFileError, load_apps_file, parse_apps
+
+SECRET = "whsec_" + "a" * 40
+
+
+def test_apps_file_toml_and_json(tmp_path: Path) -> None:
+    toml = tmp_path / "apps.toml"
+    toml.write_text(
+        f'[[apps]]\nid = "a"\napi_keys = ["key-aaaaaaaaaaaaaaaa"]\nwebhook_url = "http://x/h"\n'
+        f'webhook_secrets = ["{SECRET}"]\n[apps.limits]\nmax_message_bytes = 10\n'
+    )
+    (app,) = load_apps_file(toml)
+    assert app.limits.max_message_bytes == 10
+    js = tmp_path / "apps.json"
+    js.write_text(
+        json.dumps(
+            {
+                "apps": [
+                    {
+                        "id": "b",
+                        "api_keys": ["key-bbbbbbbbbbbbbbbb"],
+                        "webhook_url": "https://x",
+                        "webhook_secrets": [SECRET],
+                    }
+                ]
+            }
+        )
+    )
+    assert load_apps_file(js)[0].id == "b"
+    registry = AppRegistry(load_apps_file(js))
+    assert registry.by_api_key("key-bbbbbbbbbbbbbbbb") is not None
+    assert registry.by_api_key("key-bbbbbbbbbbbbbbbX") is None
+
+
+@pytest.mark.parametrize(
+    ("apps", "message"),
+    [
+        ({"nope": 1}, "expected a list"),
+        (
+            [{"id": "a", "api_keys": [], "webhook_url": "http://x", "webhook_secrets": [SECRET]}],
+            "api_keys",
+        ),
+        (
+            [
+                {
+                    "id": "a",
+                    "api_keys": ["k" * 16],
+                    "webhook_url": "http://x",
+                    "webhook_secrets": ["bad"],
+                }
+            ],
+            "webhook_secrets",
+        ),
+        (
+            [
+                {
+                    "id": "a",
+                    "api_keys": ["k" * 16],
+                    "webhook_url": "http://x",
+                    "webhook_secrets": [SECRET],
+                    "limits": {"max_message_bytes": 0},
+                }
+            ],
+            "max_message_bytes",
+        ),
+        (
+            [
+                {
+                    "id": "a",
+                    "api_keys": ["k" * 16],
+                    "webhook_url": "http://x",
+                    "webhook_secrets": [SECRET],
+                }
+            ]
+            * 2,
+            "twice",
+        ),
+    ],
+)
+def test_apps_errors_name_the_problem(apps: object, message: str) -> None:
+    with pytest.raises(AppsFileError, match=message):
+        parse_apps(apps)

@@ -1,0 +1,85 @@
+"""Apps kept in Redis, so every pod of a cluster sees the same tenants.
+
+The apps file given at start is upserted (the file wins for the apps it names);
+``tunnel-broker apps ...`` edits the same hash. Every change is announced on a channel so
+pods reload at once instead of polling.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from tunnel_broker.apps import App, AppsFileError, parse_apps
+from tunnel_broker.backend.redis import keys
+
+
+def _dump(app: App) -> str:
+    return app.model_dump_json()
+
+
+def _load(values: Any) -> list[App]:
+    raw: list[Any] = [json.loads(str(v)) for _, v in sorted(dict(values).items())]
+    return parse_apps(raw, "redis apps")
+
+
+async def load_apps(client: aioredis.Redis) -> list[App]:
+    return _load(await client.hgetall(keys.APPS))
+
+
+async def upsert_apps(client: aioredis.Redis, apps: list[App]) -> bool:
+    """Write the apps that differ from Redis; announce only a real change (every pod
+    upserts the same file at start, and an announcement makes every pod reload)."""
+    stored = await client.hmget(keys.APPS, [a.id for a in apps]) if apps else []
+    changed: dict[Any, Any] = {
+        a.id: _dump(a) for a, old in zip(apps, stored, strict=True) if old != _dump(a)
+    }
+    if not changed:
+        return False
+    await client.hset(keys.APPS, mapping=changed)
+    await client.publish(keys.APPS_CHANGED, "{}")
+    return True
+
+
+class SyncAppStore:
+    """The CLI's view of the same hash (a short-lived synchronous client)."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+
+    def all(self) -> list[App]:
+        return _load(self.client.hgetall(keys.APPS))
+
+    def get(self, app_id: str) -> App:
+        value = self.client.hget(keys.APPS, app_id)
+        if value is None:
+            raise AppsFileError(f"no app {app_id!r} in redis")
+        return _load({app_id: value})[0]
+
+    def put(self, app: App, create: bool = False) -> None:
+        others = [a for a in self.all() if a.id != app.id]
+        parse_apps([json.loads(_dump(a)) for a in [*others, app]], "redis apps")  # key clashes
+        if create:
+            if not self.client.hsetnx(keys.APPS, app.id, _dump(app)):
+                raise AppsFileError(f"app {app.id!r} already exists")
+        else:
+            self.client.hset(keys.APPS, app.id, _dump(app))
+        self.client.publish(keys.APPS_CHANGED, "{}")
+
+    def delete(self, app_id: str) -> bool:
+        removed = bool(self.client.hdel(keys.APPS, app_id))
+        self.client.publish(keys.APPS_CHANGED, "{}")
+        return removed
+
+    def shared_secret_key(self, candidate: str) -> str:
+        """The cluster's token signing key: the first pod's random choice, kept in Redis."""
+        self.client.set(keys.SECRET_KEY, candidate, nx=True)
+        value = self.client.get(keys.SECRET_KEY)
+        assert isinstance(value, str)
+        return value
+
+    def close(self) -> None:
+        self.client.close()

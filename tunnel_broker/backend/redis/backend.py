@@ -1,0 +1,381 @@
+"""The Redis backend: many broker pods behave as one.
+
+Shared state (tunnel records and their indexes: ``registry``; pod leases: ``leases``;
+sessions; apps) lives in Redis. Routing uses pub/sub (``messages``): a push to named
+tunnels is published to the channel of each pod holding one, a push to users, groups or
+everyone is published once on the broadcast channel and every pod pushes it to its own
+tunnels from its local hub. So fan-out costs one publish per push, not one per tunnel.
+
+Failure handling, in short (docs/operations.md has the long form):
+- a pod whose lease expired is reaped by a surviving pod (``leases``), which reports its
+  tunnels closed exactly once;
+- while Redis is unreachable the pod is unready (``health``), refuses new connects (1013)
+  and API calls (503) but keeps relaying its open tunnels; when Redis returns it rewrites
+  its own tunnels into the indexes (a Redis restart may have lost them) and drops stale
+  entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tunnel_broker.apps import App
+from tunnel_broker.backend.base import Backend, Page, TooManyTunnels, TunnelRecord
+from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
+from tunnel_broker.backend.redis.health import RedisHealth
+from tunnel_broker.backend.redis.leases import LostTunnelReporter, NodeLeases
+from tunnel_broker.backend.redis.messages import (
+    Close,
+    ControlMessage,
+    MalformedMessage,
+    Membership,
+    Push,
+    Replace,
+    decode,
+    encode,
+)
+from tunnel_broker.backend.redis.registry import TunnelRegistry
+from tunnel_broker.backend.redis.sessions import RedisSessionStore
+from tunnel_broker.backend.sessions import SessionStore
+from tunnel_broker.backoff import Backoff
+from tunnel_broker.errors import BackendUnavailable
+from tunnel_broker.targets import Target
+from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.hub import Hub
+from tunnel_broker.tunnels.tunnel import Tunnel
+
+logger = logging.getLogger("tunnel_broker.backend.redis")
+
+Hook = Callable[[], Coroutine[Any, Any, None]]
+
+
+class RedisBackend(Backend):
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        hub: Hub,
+        node_id: str,
+        report_lost: LostTunnelReporter,
+        lease_seconds: float = 15.0,
+    ) -> None:
+        self.hub = hub
+        self.node_id = node_id
+        self.lease_seconds = lease_seconds
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=max(1.0, lease_seconds / 3),
+            socket_connect_timeout=max(1.0, lease_seconds / 3),
+            retry_on_timeout=False,
+        )
+        # Pub/sub blocks on reads indefinitely, so it gets a client without read timeouts.
+        self.subscriber: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=max(1.0, lease_seconds / 3),
+            socket_keepalive=True,
+        )
+        self.health = RedisHealth()
+        self.registry = TunnelRegistry(self.redis, node_id)
+        self.leases = NodeLeases(self.redis, self.registry, node_id, lease_seconds, report_lost)
+        self.reconnect_backoff = Backoff(base=0.1, cap=2.0)
+        # Each socket's connection id: a takeover or reaping only removes the record of
+        # the connection it saw, never a newer one's.
+        self._conns: dict[Tunnel, str] = {}
+        # Set while the pod is subscribed to its channels: a pod that cannot hear the
+        # others' messages is not ready, and does not repair its index entries until it
+        # can (pushes routed to it meanwhile would be lost).
+        self._subscribed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
+        self.on_apps_changed: Hook | None = None
+        self.on_repaired: Hook | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.redis.ping()
+            await self.leases.renew()
+            # A previous process with our node id died without a goodbye: its tunnels
+            # are gone, report them now rather than leaving them in the indexes forever.
+            stale = await self.leases.reap(self.node_id, announce=False)
+            if stale:
+                logger.warning("reported %d tunnels of a previous run of this node closed", stale)
+        except RedisError as exc:
+            # Start anyway: the pod is unready until Redis answers, then catches up.
+            logger.error("redis unreachable at start (%s); retrying", type(exc).__name__)
+        else:
+            self.health.mark_healthy()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._lease_loop(), name="redis-lease"),
+            loop.create_task(self._subscriber_loop(), name="redis-subscriber"),
+        ]
+        if self.health.healthy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), max(1.0, self.lease_seconds / 3))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(RedisError):
+            await self.leases.goodbye()
+        await self.redis.aclose()
+        await self.subscriber.aclose()
+
+    def ready(self) -> bool:
+        return self.health.healthy and self._subscribed.is_set()
+
+    def session_store(self) -> SessionStore:
+        return RedisSessionStore(self.redis, self.health)
+
+    async def shared_apps(self, publish: list[App]) -> list[App] | None:
+        try:
+            if publish:
+                await upsert_apps(self.redis, publish)
+            return await load_apps(self.redis)
+        except RedisError as exc:
+            raise BackendUnavailable(f"apps not readable from redis: {exc}") from exc
+
+    # ---- leases and repair --------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        interval = self.lease_seconds / 8
+        health = self.health
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                recovering = not health.healthy
+                await self.leases.renew()
+                if recovering and not self._subscribed.is_set():
+                    continue  # repair once the others' messages reach this pod again
+                if recovering:
+                    await self._repair()
+                    health.mark_healthy()
+                    if self.on_repaired is not None:
+                        await self.on_repaired()
+                    logger.info("redis reachable again; indexes repaired")
+                # Right after an outage every lease looks expired; give pods one lease
+                # to renew before reaping any.
+                if time.monotonic() - health.healthy_since >= self.lease_seconds:
+                    await self.leases.reap_expired()
+            except RedisError as exc:
+                health.mark_unhealthy(exc)
+            except Exception:
+                logger.exception("lease loop failed; retrying")
+
+    async def _repair(self) -> None:
+        """After an outage: forget what we no longer hold, rewrite what we hold."""
+        if await self.leases.take_reaped_marker():
+            # Others reported our tunnels closed while we were cut off; the clients must
+            # reconnect (to any pod) so that the business server hears of them again.
+            self.hub.close_all_replaced(CloseCode.SERVICE_RESTART, "node_lost")
+            return
+        held = {(t.app.id, t.tunnel_id): t for t in self.hub}
+        for app_id, tunnel_id in await self.registry.listed(self.node_id):
+            if (app_id, tunnel_id) in held:
+                continue
+            holder = await self.registry.holder(app_id, tunnel_id)
+            if holder is not None and holder.node == self.node_id:
+                await self.registry.remove(app_id, tunnel_id, holder.user_id, holder.conn)
+            await self.registry.unlist(self.node_id, app_id, tunnel_id)
+        for tunnel in held.values():
+            if not tunnel.closing:
+                await self.registry.write(tunnel, self._conn(tunnel))
+
+    # ---- pub/sub ------------------------------------------------------------------------
+
+    async def _publish(self, channel: str, message: ControlMessage) -> None:
+        await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
+
+    async def _subscriber_loop(self) -> None:
+        attempt = 0
+        while True:
+            pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(
+                    keys.node_channel(self.node_id), keys.BROADCAST, keys.APPS_CHANGED
+                )
+                self._subscribed.set()
+                attempt = 0
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        # Awaited in turn: messages are applied in the order published.
+                        await self._on_message(message["channel"], message["data"])
+            except RedisError as exc:
+                self.health.mark_unhealthy(exc)
+            except Exception:
+                logger.exception("pub/sub reader failed; reconnecting")
+            finally:
+                self._subscribed.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            attempt += 1
+            await asyncio.sleep(self.reconnect_backoff.delay(attempt))
+
+    async def _on_message(self, channel: str, data: str) -> None:
+        if channel == keys.APPS_CHANGED:
+            if self.on_apps_changed is not None:
+                await self.on_apps_changed()
+            return
+        try:
+            sender, message = decode(data)
+        except MalformedMessage as exc:
+            logger.error("pub/sub message on %s skipped: %s", channel, exc)
+            return
+        if channel == keys.BROADCAST and sender == self.node_id:
+            return  # applied locally before publishing
+        try:
+            await self._apply(message)
+        except Exception:
+            logger.exception("pub/sub message on %s could not be applied", channel)
+
+    async def _apply(self, message: ControlMessage) -> None:
+        """Carry out another pod's message on this pod's tunnels, through the hub."""
+        hub = self.hub
+        if isinstance(message, Push):
+            await hub.push_sliced(message.app_id, message.target, message.payload)
+        elif isinstance(message, Close):
+            hub.close(message.app_id, message.target, message.code, message.reason)
+        elif isinstance(message, Replace):
+            old = hub.get(message.app_id, message.tunnel_id)
+            if old is not None and self._conns.get(old) == message.conn:
+                old.close_replaced(CloseCode.REPLACED, "replaced")
+        else:
+            hub.change_membership(message.app_id, message.tunnel_id, message.group, message.join)
+
+    # ---- the Backend interface ------------------------------------------------------
+
+    def _conn(self, tunnel: Tunnel) -> str:
+        return self._conns.setdefault(tunnel, os.urandom(8).hex())
+
+    async def attach(self, tunnel: Tunnel) -> bool:
+        app_id = tunnel.app.id
+        here = self.hub.get(app_id, tunnel.tunnel_id) is not None
+        limit = 0 if here else tunnel.app.limits.max_tunnels_per_user
+        try:
+            written = await self.health.call(self.registry.write(tunnel, self._conn(tunnel), limit))
+        except BackendUnavailable:
+            self._conns.pop(tunnel, None)
+            raise
+        if written is None:
+            self._conns.pop(tunnel, None)
+            raise TooManyTunnels(tunnel.user_id)
+        took_over_here = self.hub.attach(tunnel) is not None
+        # Groups the tunnel had before (joined on an older socket, here or elsewhere).
+        for group in set(written.groups) - tunnel.groups:
+            self.hub.join(tunnel, group)
+        if written.previous_node and written.previous_node != self.node_id:
+            # Taken over from another pod: that pod closes its socket with 4409.
+            tunnel.approve()
+            await self._publish(
+                keys.node_channel(written.previous_node),
+                Replace(app_id, tunnel.tunnel_id, written.previous_conn),
+            )
+            return True
+        return took_over_here
+
+    async def detach(self, tunnel: Tunnel) -> None:
+        self.hub.detach(tunnel)
+        conn = self._conns.pop(tunnel, None)
+        if conn is None or not self.health.healthy:
+            return  # repaired when Redis returns
+        app_id = tunnel.app.id
+        try:
+            await self.registry.remove(app_id, tunnel.tunnel_id, tunnel.user_id, conn)
+            if self.hub.get(app_id, tunnel.tunnel_id) is None:
+                await self.registry.unlist(self.node_id, app_id, tunnel.tunnel_id)
+        except RedisError as exc:
+            self.health.mark_unhealthy(exc)
+
+    async def _owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
+        return await self.health.call(self.registry.owners(app_id, tunnel_ids))
+
+    async def push(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
+        hub = self.hub
+        if target.kind != "tunnels":
+            await self._publish(keys.BROADCAST, Push(app_id, target, payload))
+            # Published first, so the other pods work while this one pushes its share.
+            await hub.push_sliced(app_id, target, payload)
+            return []
+        if all(hub.get(app_id, t) is not None for t in target.ids):
+            # All here (a reply to a client of this pod, say): no lookup needed.
+            here = await hub.push_sliced(app_id, target, payload)
+            return [t for t in dict.fromkeys(target.ids) if t not in here]
+        by_node: dict[str, list[str]] = {}
+        for tunnel_id, node in (await self._owners(app_id, target.ids)).items():
+            by_node.setdefault(node, []).append(tunnel_id)
+        pushed: set[str] = set()
+        for node, tunnel_ids in by_node.items():
+            some = Target("tunnels", tuple(tunnel_ids))
+            if node == self.node_id:
+                pushed |= await hub.push_sliced(app_id, some, payload)
+            else:
+                await self._publish(keys.node_channel(node), Push(app_id, some, payload))
+                pushed.update(tunnel_ids)
+        return [t for t in dict.fromkeys(target.ids) if t not in pushed]
+
+    async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
+        message = Close(app_id, target, code, reason)
+        if target.kind == "tunnels":
+            owners = await self._owners(app_id, target.ids)
+            for node in set(owners.values()):
+                if node == self.node_id:
+                    self.hub.close(app_id, target, code, reason)
+                else:
+                    await self._publish(keys.node_channel(node), message)
+            return len(owners)
+        count = 0
+        if target.kind in ("users", "groups"):
+            count = await self.health.call(self.registry.count(app_id, target.kind, target.ids))
+        self.hub.close(app_id, target, code, reason)
+        await self._publish(keys.BROADCAST, message)
+        return count
+
+    async def _change_membership(self, app_id: str, tunnel_id: str, group: str, join: bool) -> bool:
+        node = await self.health.call(
+            self.registry.change_membership(app_id, tunnel_id, group, join)
+        )
+        if not node:
+            return False
+        if node == self.node_id:
+            self.hub.change_membership(app_id, tunnel_id, group, join)
+        else:
+            await self._publish(keys.node_channel(node), Membership(app_id, tunnel_id, group, join))
+        return True
+
+    async def join(self, app_id: str, tunnel_id: str, group: str) -> bool:
+        return await self._change_membership(app_id, tunnel_id, group, join=True)
+
+    async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool:
+        return await self._change_membership(app_id, tunnel_id, group, join=False)
+
+    async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None:
+        return await self.health.call(self.registry.get(app_id, tunnel_id))
+
+    async def list_user(self, app_id: str, user_id: str, cursor: str | None, limit: int) -> Page:
+        index = keys.user_index(app_id, user_id)
+        return await self.health.call(self.registry.page(app_id, index, cursor, limit))
+
+    async def list_group(self, app_id: str, group: str, cursor: str | None, limit: int) -> Page:
+        index = keys.group_index(app_id, group)
+        return await self.health.call(self.registry.page(app_id, index, cursor, limit))

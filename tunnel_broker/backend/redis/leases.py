@@ -1,0 +1,93 @@
+"""Pod leases: how the surviving pods learn that one died, and report its tunnels.
+
+Every pod renews a lease (a score in ``tb:nodes``). A pod whose lease expired is *reaped*
+by a surviving pod, under a lock: each of its tunnels still recorded as held by it is
+removed from the indexes and reported closed (``tunnel.closed``, reason ``node_lost``)
+exactly once. A marker tells the reaped pod, should it come back, that its tunnels were
+already reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.registry import TunnelRegistry, texts
+
+logger = logging.getLogger("tunnel_broker.backend.redis")
+
+# Reports a lost tunnel: (app_id, tunnel_id, user_id, identity, meta)
+LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any]], None]
+
+
+class NodeLeases:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        registry: TunnelRegistry,
+        node_id: str,
+        lease_seconds: float,
+        report_lost: LostTunnelReporter,
+    ) -> None:
+        self.redis = client
+        self.registry = registry
+        self.node_id = node_id
+        self.lease_seconds = lease_seconds
+        self.report_lost = report_lost
+
+    async def renew(self) -> None:
+        # Expiry at three quarters of the lease, checked every eighth: a dead pod's tunnels
+        # are reported within the lease, and a live pod may miss five renewals in a row
+        # (a slow Redis, a long pause) before anyone thinks it dead.
+        expiry = time.time() + self.lease_seconds * 0.75
+        await self.redis.zadd(keys.NODES, {self.node_id: expiry})
+
+    async def take_reaped_marker(self) -> bool:
+        """Whether other pods reported this pod's tunnels closed while it was cut off
+        (and forget that they did)."""
+        return bool(await self.redis.delete(keys.node_reaped(self.node_id)))
+
+    async def reap_expired(self) -> None:
+        dead = texts(await self.redis.zrangebyscore(keys.NODES, "-inf", time.time()))
+        for node_id in dead:
+            if node_id == self.node_id:
+                continue
+            lock = keys.REAP_LOCK + node_id
+            if not await self.redis.set(
+                lock, self.node_id, nx=True, ex=int(self.lease_seconds * 4)
+            ):
+                continue
+            try:
+                lost = await self.reap(node_id)
+            finally:
+                await self.redis.delete(lock)
+            logger.warning("node %s lost its lease; reported %d tunnels closed", node_id, lost)
+
+    async def reap(self, node_id: str, announce: bool = True) -> int:
+        """Report the tunnels ``node_id`` still holds closed; how many there were.
+        ``announce=False`` for this pod's own previous run (nobody to tell)."""
+        listed = await self.registry.listed(node_id)
+        if announce:
+            await self.redis.set(keys.node_reaped(node_id), "1", ex=86400)
+        lost = 0
+        for app_id, tunnel_id in listed:
+            holder = await self.registry.holder(app_id, tunnel_id)
+            if holder is None or holder.node != node_id:
+                continue  # closed, or taken over by a live pod meanwhile
+            if await self.registry.remove(app_id, tunnel_id, holder.user_id, holder.conn):
+                lost += 1
+                self.report_lost(app_id, tunnel_id, holder.user_id, holder.identity, holder.meta)
+        await self.redis.delete(keys.node_tunnels(node_id))
+        if announce:
+            await self.redis.zrem(keys.NODES, node_id)
+        return lost
+
+    async def goodbye(self) -> None:
+        """Drop the lease so nobody reaps tunnels this pod already closed."""
+        await self.redis.zrem(keys.NODES, self.node_id)
+        await self.redis.delete(keys.node_tunnels(self.node_id))

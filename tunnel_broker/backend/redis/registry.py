@@ -1,0 +1,170 @@
+"""Tunnel records and their user and group indexes in Redis.
+
+A record (hash ``tb:{app}:t:{tunnel}``) says which pod and which connection hold a tunnel,
+with what the presence API returns; sorted sets index it by user and by group, and a set
+per pod lists what to clean up if that pod dies. The Lua scripts (``scripts.py``) change a
+record and its indexes in one step. Every call here may raise ``RedisError``; callers
+route it through ``RedisHealth``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tunnel_broker.backend.base import Page, TunnelRecord
+from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.scripts import ATTACH, DETACH, MEMBERSHIP
+from tunnel_broker.tunnels.tunnel import Tunnel
+
+
+def texts(values: Any) -> list[str]:
+    """Members as ``str``: the clients decode responses, redis-py's types don't know."""
+    return [str(v) for v in values]
+
+
+def mapping(values: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in dict(values).items()}
+
+
+def _record(tunnel_id: str, raw: dict[str, str]) -> TunnelRecord:
+    return TunnelRecord(
+        tunnel_id,
+        raw["user"],
+        json.loads(raw.get("identity") or "{}"),
+        json.loads(raw.get("meta") or "{}"),
+        tuple(sorted(json.loads(raw.get("groups") or "[]"))),
+        float(raw.get("connected_at") or 0),
+        raw["node"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a record held before this pod wrote it."""
+
+    previous_node: str
+    previous_conn: str
+    groups: list[str]  # the tunnel's groups, old and new
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a tunnel, as its record says."""
+
+    node: str
+    conn: str
+    user_id: str
+    identity: dict[str, Any]
+    meta: dict[str, Any]
+
+
+class TunnelRegistry:
+    def __init__(self, client: aioredis.Redis, node_id: str) -> None:
+        self.redis = client
+        self.node_id = node_id
+        self._attach = client.register_script(ATTACH)
+        self._detach = client.register_script(DETACH)
+        self._membership = client.register_script(MEMBERSHIP)
+
+    async def write(self, tunnel: Tunnel, conn: str, limit: int = 0) -> Written | None:
+        """Record ``tunnel`` as held by this pod's connection ``conn``; None when a new
+        tunnel would exceed the user's ``limit`` (0: no check)."""
+        app_id = tunnel.app.id
+        result: list[Any] = await self._attach(
+            keys=[keys.tunnel(app_id, tunnel.tunnel_id), keys.user_index(app_id, tunnel.user_id)],
+            args=[
+                self.node_id,
+                conn,
+                tunnel.user_id,
+                json.dumps(tunnel.identity),
+                json.dumps(tunnel.meta),
+                json.dumps(sorted(tunnel.groups)),
+                str(tunnel.connected_at),
+                tunnel.tunnel_id,
+                keys.group_prefix(app_id),
+                limit,
+            ],
+        )
+        if result[0] == "!":
+            return None
+        await self.redis.sadd(
+            keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
+        )
+        old_node, old_conn, merged = result
+        return Written(str(old_node), str(old_conn), list(json.loads(merged)))
+
+    async def remove(self, app_id: str, tunnel_id: str, user_id: str, conn: str) -> bool:
+        """Remove a tunnel's record and index entries if connection ``conn`` still owns it."""
+        removed = await self._detach(
+            keys=[keys.tunnel(app_id, tunnel_id), keys.user_index(app_id, user_id)],
+            args=[conn, tunnel_id, keys.group_prefix(app_id)],
+        )
+        return bool(removed)
+
+    async def unlist(self, node_id: str, app_id: str, tunnel_id: str) -> None:
+        """Drop a tunnel from a pod's clean-up list."""
+        await self.redis.srem(keys.node_tunnels(node_id), keys.member(app_id, tunnel_id))
+
+    async def listed(self, node_id: str) -> list[tuple[str, str]]:
+        """``(app_id, tunnel_id)`` of every tunnel on a pod's clean-up list."""
+        members = texts(await self.redis.smembers(keys.node_tunnels(node_id)))
+        return [keys.split_member(m) for m in members]
+
+    async def holder(self, app_id: str, tunnel_id: str) -> Holder | None:
+        raw = mapping(await self.redis.hgetall(keys.tunnel(app_id, tunnel_id)))
+        if not raw.get("node"):
+            return None
+        return Holder(
+            raw["node"],
+            raw.get("conn", ""),
+            raw.get("user", ""),
+            json.loads(raw.get("identity") or "{}"),
+            json.loads(raw.get("meta") or "{}"),
+        )
+
+    async def owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
+        """The pod holding each of ``tunnel_ids`` that is open."""
+        pipe = self.redis.pipeline(transaction=False)
+        unique = list(dict.fromkeys(tunnel_ids))
+        for tunnel_id in unique:
+            pipe.hget(keys.tunnel(app_id, tunnel_id), "node")
+        nodes = await pipe.execute()
+        return {t: str(n) for t, n in zip(unique, nodes, strict=True) if n}
+
+    async def count(self, app_id: str, kind: str, names: tuple[str, ...]) -> int:
+        """Open tunnels of some users or groups (a tunnel in two named groups counts twice)."""
+        index = keys.user_index if kind == "users" else keys.group_index
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.zcard(index(app_id, name))
+        return int(sum(await pipe.execute()))
+
+    async def change_membership(self, app_id: str, tunnel_id: str, group: str, join: bool) -> str:
+        """Join or leave a group in the record and the group index; the holding pod, or ""
+        when the tunnel is not open."""
+        node = await self._membership(
+            keys=[keys.tunnel(app_id, tunnel_id)],
+            args=[group, tunnel_id, keys.group_prefix(app_id), "join" if join else "leave"],
+        )
+        return str(node or "")
+
+    async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None:
+        raw = mapping(await self.redis.hgetall(keys.tunnel(app_id, tunnel_id)))
+        return _record(tunnel_id, raw) if raw else None
+
+    async def page(self, app_id: str, index: str, cursor: str | None, limit: int) -> Page:
+        start = f"({cursor}" if cursor else "-"
+        ids = texts(await self.redis.zrangebylex(index, start, "+", start=0, num=limit + 1))
+        chunk = ids[:limit]
+        raws: list[Any] = []
+        if chunk:
+            pipe = self.redis.pipeline(transaction=False)
+            for tunnel_id in chunk:
+                pipe.hgetall(keys.tunnel(app_id, tunnel_id))
+            raws = await pipe.execute()
+        records = [_record(t, mapping(r)) for t, r in zip(chunk, raws, strict=True) if r]
+        return Page(records, chunk[-1] if len(ids) > limit else None)

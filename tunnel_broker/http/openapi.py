@@ -1,0 +1,170 @@
+"""The OpenAPI 3.1 document, generated from the same pydantic schemas that validate."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from tunnel_broker import __version__
+from tunnel_broker.errors import ERROR_TABLE
+from tunnel_broker.http.schemas import (
+    CloseRequest,
+    CreateTunnelRequest,
+    CreateTunnelResponse,
+    MessagesRequest,
+    MessagesResponse,
+    TunnelInfo,
+    TunnelPage,
+)
+
+_MODELS = (
+    CreateTunnelRequest,
+    CreateTunnelResponse,
+    MessagesRequest,
+    MessagesResponse,
+    CloseRequest,
+    TunnelInfo,
+    TunnelPage,
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _problem_responses(*statuses: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status in statuses:
+        codes = sorted(s.code for s in ERROR_TABLE.values() if s.status == status)
+        out[str(status)] = {
+            "description": "Problem details; code one of: " + ", ".join(codes),
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+    return out
+
+
+def _operation(
+    summary: str,
+    ok: tuple[int, dict[str, Any]],
+    body: str | None = None,
+    params: list[str] | None = None,
+    errors: tuple[int, ...] = (401, 422, 429, 503),
+    query: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"apiKey": []}],
+        "responses": {str(ok[0]): {"description": "OK", **(_json(ok[1]) if ok[1] else {})}},
+    }
+    op["responses"].update(_problem_responses(*errors))
+    parameters = [
+        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        for p in params or []
+    ] + (query or [])
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = {"required": body != "CloseRequest", **_json(_ref(body))}
+    return op
+
+
+_PAGING = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+]
+_CLOSED = {"type": "object", "properties": {"closed": {"type": "boolean"}}}
+
+
+@lru_cache(maxsize=8)
+def _document(server_url: str) -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "validation") for m in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    schemas: dict[str, Any] = defs.get("$defs", {})
+    schemas["Problem"] = {
+        "type": "object",
+        "required": ["type", "title", "status", "detail", "code"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string", "enum": sorted(ERROR_TABLE)},
+        },
+    }
+    membership = {"type": "object"}
+    paths = {
+        "/v1/tunnels": {
+            "post": _operation(
+                "Issue a tunnel for a user",
+                (201, _ref("CreateTunnelResponse")),
+                "CreateTunnelRequest",
+            )
+        },
+        "/v1/tunnels/{tunnel_id}": {
+            "get": _operation(
+                "Presence of one tunnel", (200, _ref("TunnelInfo")), None, ["tunnel_id"], (401, 404)
+            ),
+            "delete": _operation(
+                "Close a tunnel", (200, _CLOSED), "CloseRequest", ["tunnel_id"], (401, 404, 422)
+            ),
+        },
+        "/v1/messages": {
+            "post": _operation(
+                "Send messages to tunnels, users, groups or everyone",
+                (200, _ref("MessagesResponse")),
+                "MessagesRequest",
+            )
+        },
+        "/v1/users/{user_id}/close": {
+            "post": _operation(
+                "Close all tunnels of a user", (200, _CLOSED), "CloseRequest", ["user_id"]
+            )
+        },
+        "/v1/users/{user_id}/tunnels": {
+            "get": _operation(
+                "A user's open tunnels", (200, _ref("TunnelPage")), None, ["user_id"], query=_PAGING
+            )
+        },
+        "/v1/groups/{group}/tunnels": {
+            "get": _operation(
+                "A group's open tunnels", (200, _ref("TunnelPage")), None, ["group"], query=_PAGING
+            )
+        },
+        "/v1/groups/{group}/tunnels/{tunnel_id}": {
+            "put": _operation(
+                "Add a tunnel to a group",
+                (200, membership),
+                None,
+                ["group", "tunnel_id"],
+                (401, 404),
+            ),
+            "delete": _operation(
+                "Remove a tunnel from a group",
+                (200, membership),
+                None,
+                ["group", "tunnel_id"],
+                (401, 404),
+            ),
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tunnel Broker API", "version": __version__},
+        "servers": [{"url": server_url}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def openapi_document(server_url: str) -> dict[str, Any]:
+    return _document(server_url)

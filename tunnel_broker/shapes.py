@@ -1,0 +1,92 @@
+"""JSON shapes shared by the HTTP API and the webhook actions, declared once with pydantic:
+ids, group names, targets, payloads and close codes."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tunnel_broker.targets import Target
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
+GroupName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
+MAX_TARGET_IDS = 10_000
+MAX_REASON_LENGTH = 120
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors: a misspelt option must not be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetModel(Strict):
+    """Exactly one of ``tunnels``, ``users``, ``groups`` or ``all: true``."""
+
+    tunnels: Annotated[list[Id], Field(min_length=1, max_length=MAX_TARGET_IDS)] | None = None
+    users: Annotated[list[Id], Field(min_length=1, max_length=MAX_TARGET_IDS)] | None = None
+    groups: Annotated[list[GroupName], Field(min_length=1, max_length=MAX_TARGET_IDS)] | None = None
+    all: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> TargetModel:
+        given = [k for k in ("tunnels", "users", "groups", "all") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'tunnels', 'users', 'groups' or 'all'")
+        return self
+
+    def to_target(self) -> Target:
+        if self.tunnels is not None:
+            return Target("tunnels", tuple(self.tunnels))
+        if self.users is not None:
+            return Target("users", tuple(self.users))
+        if self.groups is not None:
+            return Target("groups", tuple(self.groups))
+        return Target("all")
+
+
+class Payload(Strict):
+    """Text as ``data`` or binary as ``data_base64``."""
+
+    data: str | None = None
+    data_base64: str | None = None
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> Payload:
+        if (self.data is None) == (self.data_base64 is None):
+            raise ValueError("give exactly one of 'data' or 'data_base64'")
+        if self.data_base64 is not None:
+            try:
+                base64.b64decode(self.data_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("'data_base64' is not valid base64") from None
+        return self
+
+    def payload(self) -> str | bytes:
+        if self.data is not None:
+            return self.data
+        assert self.data_base64 is not None
+        return base64.b64decode(self.data_base64)
+
+
+def is_business_close_code(code: int) -> bool:
+    """Codes a business server may choose: 1000 or the private range 4000-4999; the
+    others are the protocol's or the broker's own (``tunnels.closecodes``)."""
+    return code == 1000 or 4000 <= code <= 4999
+
+
+class CloseFields(Strict):
+    """How a business server closes tunnels: an optional code of its own range and a
+    short reason (API ``close`` bodies and ``close`` actions alike)."""
+
+    code: int | None = None
+    reason: Annotated[str, Field(max_length=MAX_REASON_LENGTH)] = ""
+
+    @model_validator(mode="after")
+    def _code_range(self) -> CloseFields:
+        if self.code is not None and not is_business_close_code(self.code):
+            raise ValueError("'code' must be 1000 or within 4000-4999")
+        return self

@@ -1,0 +1,38 @@
+"""WebSocket close codes the broker sends, with the one place that explains them.
+
+Mini-program developers see only a number and a short reason on their socket, so every
+code the broker can send is listed here with the action a client should take.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    TOKEN_INVALID = 4401
+    REJECTED = 4403
+    TOKEN_EXPIRED = 4408
+    REPLACED = 4409
+
+
+CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
+    CloseCode.NORMAL: "Closed normally (by the client, or by the business server).",
+    CloseCode.GOING_AWAY: "Idle timeout or maximum connection lifetime; reconnect if needed.",
+    CloseCode.POLICY_VIOLATION: "A limit was exceeded (message rate, tunnels per user); back off.",
+    CloseCode.MESSAGE_TOO_BIG: "A frame exceeded the app's max_message_bytes.",
+    CloseCode.INTERNAL_ERROR: "The broker failed unexpectedly; reconnect with backoff.",
+    CloseCode.SERVICE_RESTART: "The broker is restarting; reconnect (another pod will take it).",
+    CloseCode.TRY_AGAIN_LATER: "The broker is overloaded for this app; reconnect with backoff.",
+    CloseCode.TOKEN_INVALID: "The connect token is missing, malformed, tampered or unknown.",
+    CloseCode.REJECTED: "The business server rejected the connection.",
+    CloseCode.TOKEN_EXPIRED: "The connect token expired; ask the business server for a new one.",
+    CloseCode.REPLACED: "A newer connection took this tunnel over; do not reconnect this socket.",
+}

@@ -1,0 +1,165 @@
+"""``GET /v1/connect?token=...``: the life of one tunnel, from handshake to close.
+
+A raw ASGI handler rather than a Starlette endpoint: this runs once per message on the
+hottest path, and the tunnel needs the server's own ``send`` (see ``writer.py``).
+The order of events per tunnel is always connected, messages..., closed, and exactly one
+``tunnel.closed`` follows each ``tunnel.connected`` whatever ends the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from time import monotonic
+from typing import Any
+from urllib.parse import parse_qs
+
+from tunnel_broker.apps import App
+from tunnel_broker.errors import BackendUnavailable, TokenExpired, TokenInvalid, TooManyTunnels
+from tunnel_broker.node import Node
+from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks import events
+
+logger = logging.getLogger("tunnel_broker.tunnels.connect")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def _token_of(scope: Scope) -> str:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else ""
+
+
+async def _refuse(send: Send, code: int, reason: str) -> None:
+    """Accept, then close with ``code``: browsers and ``wx.connectSocket`` only show a
+    close code for sockets that opened, and the code is the whole point."""
+    await send({"type": "websocket.accept"})
+    await _close(send, code, reason)
+
+
+async def _close(send: Send, code: int, reason: str) -> None:
+    await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class ConnectHandler:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        node = self.node
+        metrics = node.metrics
+        try:
+            claims = node.tokens.verify(_token_of(scope))
+        except TokenExpired:
+            metrics.connects.labels("", "token_expired").inc()
+            return await _refuse(send, CloseCode.TOKEN_EXPIRED, "token_expired")
+        except TokenInvalid:
+            metrics.connects.labels("", "token_invalid").inc()
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
+        app = node.apps.get(claims.app_id)
+        if app is None:
+            metrics.connects.labels("", "unknown_app").inc()
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "unknown_app")
+        refusal = await self._refusal(app)
+        if refusal is not None:
+            metrics.connects.labels(app.id, refusal[1]).inc()
+            return await _refuse(send, *refusal)
+
+        await send({"type": "websocket.accept"})
+        fragment = events.tunnel_fragment(
+            app.id, claims.tunnel_id, claims.user_id, claims.identity, claims.meta
+        )
+        tunnel = Tunnel(
+            app,
+            claims.tunnel_id,
+            claims.user_id,
+            claims.identity,
+            claims.meta,
+            set(claims.groups),
+            fragment,
+            send,
+        )
+        try:
+            took_over = await node.backend.attach(tunnel)
+        except BackendUnavailable:
+            metrics.connects.labels(app.id, "backend_unavailable").inc()
+            return await _close(send, CloseCode.TRY_AGAIN_LATER, "backend_unavailable")
+        except TooManyTunnels:
+            metrics.connects.labels(app.id, "too_many_tunnels").inc()
+            return await _close(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
+        if not took_over:
+            node.events.emit(app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve)
+        metrics.connects.labels(app.id, "takeover" if took_over else "accepted").inc()
+        code, reason = 1006, ""
+        try:
+            code, reason = await self._pump(tunnel, receive)
+        finally:
+            await node.backend.detach(tunnel)
+            if not tunnel.replaced:
+                if tunnel.close_code is not None:
+                    code, reason = tunnel.close_code, tunnel.close_reason
+                elif not reason:
+                    reason = "connection_lost" if code in (1005, 1006) else "client_closed"
+                node.events.emit(app, events.closed(fragment, tunnel.tunnel_id, code, reason))
+                metrics.closes.labels(app.id, str(code)).inc()
+
+    async def _refusal(self, app: App) -> tuple[int, str] | None:
+        """Why this node cannot take a tunnel of ``app`` now, if it cannot. (The per-user
+        limit is checked later, atomically with the registration.)"""
+        node = self.node
+        if node.draining:
+            return CloseCode.SERVICE_RESTART, "broker_restarting"
+        if not node.backend.ready():
+            return CloseCode.TRY_AGAIN_LATER, "backend_unavailable"
+        queue = node.events.queue(app)
+        if queue.full:
+            try:
+                await asyncio.wait_for(queue.wait_for_room(), node.settings.connect_wait_seconds)
+            except TimeoutError:
+                return CloseCode.TRY_AGAIN_LATER, "overloaded"
+        return None
+
+    async def _pump(self, tunnel: Tunnel, receive: Receive) -> tuple[int, str]:
+        """Relay the client's messages until the socket ends; return its close code."""
+        node = self.node
+        app = tunnel.app
+        queue = node.events.queue(app)
+        max_bytes = app.limits.max_message_bytes
+        bucket = tunnel.bucket
+        messages_in = node.metrics.messages_in
+        app_id = app.id
+        fragment = tunnel.fragment
+        tunnel_id = tunnel.tunnel_id
+        await tunnel.wait_approved()
+        while True:
+            if queue.full:
+                await queue.wait_for_room()
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                return int(message.get("code", 1005)), str(message.get("reason") or "")
+            if kind != "websocket.receive" or tunnel.close_code is not None:
+                continue
+            text = message.get("text")
+            payload: str | bytes = text if text is not None else message.get("bytes") or b""
+            # UTF-8 needs at most 4 bytes a character: most texts need no encoding to check.
+            size = len(payload)
+            if isinstance(payload, str) and size * 4 > max_bytes:
+                size = len(payload.encode())
+            if size > max_bytes:
+                tunnel.close(CloseCode.MESSAGE_TOO_BIG, "message_too_big")
+                continue
+            now = monotonic()
+            if not bucket.take(now):
+                tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
+                continue
+            tunnel.last_activity = now
+            messages_in[app_id] += 1
+            queue.emit(events.message(fragment, tunnel_id, payload))

@@ -1,0 +1,135 @@
+"""One open tunnel: who it is, whether the business server approved it, how it ends.
+
+A tunnel is driven by the task that reads its socket (``connect.py``); everybody else
+(pushes, actions, takeover, shutdown) only calls ``push`` and ``close`` here, which never
+block: writes go through the socket's ``SocketWriter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tunnel_broker.apps import App
+from tunnel_broker.ratelimit import TokenBucket
+from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
+
+
+class Tunnel:
+    __slots__ = (
+        "app",
+        "approved",
+        "bucket",
+        "close_code",
+        "close_reason",
+        "connected_at",
+        "fragment",
+        "groups",
+        "identity",
+        "last_activity",
+        "meta",
+        "on_close",
+        "replaced",
+        "tunnel_id",
+        "user_id",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        app: App,
+        tunnel_id: str,
+        user_id: str,
+        identity: dict[str, Any],
+        meta: dict[str, Any],
+        groups: set[str],
+        fragment: bytes,
+        send: ASGISend,
+    ) -> None:
+        self.app = app
+        self.tunnel_id = tunnel_id
+        self.user_id = user_id
+        self.identity = identity
+        self.meta = meta
+        self.groups = groups
+        self.fragment = fragment
+        self.writer = SocketWriter(send)
+        self.connected_at = time.time()
+        self.last_activity = time.monotonic()
+        limits = app.limits
+        self.bucket = TokenBucket(limits.messages_per_second, limits.message_burst)
+        self.approved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        # Set when this socket's tunnel.closed is not ours to report: a newer socket took
+        # the tunnel over, or another pod already reported it.
+        self.replaced = False
+        self.on_close: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Tunnel(app={self.app.id!r}, id={self.tunnel_id!r}, user={self.user_id!r})"
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None
+
+    def push(self, payload: str | bytes) -> bool:
+        """Send one payload to the client; False when the tunnel is closing."""
+        return self.push_message(send_message(payload))
+
+    def push_message(self, message: Message) -> bool:
+        """``push`` for a message built once and shared by many tunnels."""
+        if self.close_code is not None:
+            return False
+        self.last_activity = time.monotonic()
+        writer = self.writer
+        if writer.write(message):
+            return True
+        if writer.backlog >= writer.max_backlog:
+            self.close(CloseCode.POLICY_VIOLATION, "slow_consumer")
+        return False
+
+    async def wait_approved(self) -> None:
+        """Wait until the business server acknowledged ``tunnel.connected`` (so it can
+        reject the tunnel before any message of it is relayed) or the tunnel closes."""
+        if self.approved.done() or self.close_code is not None:
+            return
+        self.on_close = asyncio.get_running_loop().create_future()
+        approved = self.approved
+        await asyncio.wait((approved, self.on_close), return_when=asyncio.FIRST_COMPLETED)
+
+    def approve(self) -> None:
+        if not self.approved.done():
+            self.approved.set_result(None)
+
+    def take_over(self, old: Tunnel) -> None:
+        """Become the tunnel ``old`` was: its groups, its approval (or the wait for it),
+        and its place; ``old`` closes with 4409 and reports nothing."""
+        self.groups |= old.groups
+        if old.approved.done():
+            self.approve()
+        else:
+            self.approved = old.approved
+        old.close_replaced(CloseCode.REPLACED, "replaced")
+
+    def close_replaced(self, code: int, reason: str) -> bool:
+        """Close a socket whose ``tunnel.closed`` is not ours to report (a newer socket
+        holds the tunnel, or another pod reported it closed)."""
+        self.replaced = True
+        return self.close(code, reason)
+
+    def close(self, code: int, reason: str) -> bool:
+        """Close the socket with ``code``; the reading task then reports the close.
+
+        Returns False if the tunnel was already closing (the first close wins, so the
+        ``tunnel.closed`` event reports the cause that actually ended the tunnel)."""
+        if self.close_code is not None:
+            return False
+        self.close_code = code
+        self.close_reason = reason
+        if self.on_close is not None and not self.on_close.done():
+            self.on_close.set_result(None)
+        self.writer.close(code, reason)
+        return True

@@ -1,0 +1,119 @@
+"""The send side of one socket: write now if the socket can take it, else queue.
+
+Pushes, replies and closes come from many tasks (a broadcast reaches thousands of sockets
+in one loop iteration), and none of them may wait for one slow client. So a write never
+blocks: it goes out at once when the transport is writable, which is nearly always, and
+otherwise joins a bounded backlog of this socket's own that a task drains in order. A
+client that lets its backlog fill up is a slow consumer; the caller closes it.
+
+How "at once" works: uvicorn's sans-I/O WebSocket protocol suspends in ``send()`` only
+while waiting for the transport to become writable, before writing anything. Stepping the
+coroutine once therefore writes synchronously in the common case, without a task per
+message; if it suspends, nothing was written, and the message is queued instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from enum import Enum
+from typing import Any
+
+Message = MutableMapping[str, Any]
+ASGISend = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("tunnel_broker.tunnels.writer")
+
+MAX_BACKLOG = 1000
+
+# The loop keeps only weak references to tasks: closes finishing in the background are
+# held here until they are done.
+_background: set[asyncio.Task[None]] = set()
+
+
+def send_message(payload: str | bytes) -> Message:
+    """The ASGI message of one payload; built once for a push to many sockets."""
+    if isinstance(payload, str):
+        return {"type": "websocket.send", "text": payload}
+    return {"type": "websocket.send", "bytes": payload}
+
+
+class _Step(Enum):
+    SENT = "sent"
+    FAILED = "failed"  # the socket is gone
+    WOULD_BLOCK = "would_block"  # nothing written
+
+
+def _step(send: ASGISend, message: Message) -> _Step:
+    coro = send(message)
+    try:
+        coro.send(None)  # type: ignore[attr-defined]
+    except StopIteration:
+        return _Step.SENT
+    except Exception:
+        return _Step.FAILED
+    coro.close()  # type: ignore[attr-defined]
+    return _Step.WOULD_BLOCK
+
+
+class SocketWriter:
+    __slots__ = ("_backlog", "_send", "_task", "max_backlog")
+
+    def __init__(self, send: ASGISend, max_backlog: int = MAX_BACKLOG) -> None:
+        self._send = send
+        self.max_backlog = max_backlog
+        self._backlog: deque[Message] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Messages waiting for the socket to become writable."""
+        return 0 if self._backlog is None else len(self._backlog)
+
+    def write(self, message: Message) -> bool:
+        """Send or queue ``message``; False if it was not taken: the socket is gone, or
+        its backlog is full (a slow consumer)."""
+        backlog = self._backlog
+        if backlog is not None:
+            if len(backlog) >= self.max_backlog:
+                return False
+            backlog.append(message)
+            return True
+        step = _step(self._send, message)
+        if step is _Step.WOULD_BLOCK:
+            self._backlog = deque([message])
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return step is not _Step.FAILED
+
+    async def _drain(self) -> None:
+        backlog = self._backlog
+        try:
+            while backlog:
+                await self._send(backlog[0])
+                backlog.popleft()
+        except Exception:
+            logger.debug("backlog dropped: client disconnected")
+        finally:
+            self._backlog = None
+            self._task = None
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame, dropping whatever is still backlogged: a closing tunnel's
+        client must hear why at once, not after a backlog it is too slow to read."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+            self._backlog = None
+        message: Message = {"type": "websocket.close", "code": code, "reason": reason}
+        if _step(self._send, message) is _Step.WOULD_BLOCK:
+            task = asyncio.get_running_loop().create_task(self._close_later(message))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _close_later(self, message: Message) -> None:
+        try:
+            await self._send(message)
+        except Exception:
+            logger.debug("close not sent: client already gone")

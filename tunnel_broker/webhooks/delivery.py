@@ -1,0 +1,171 @@
+"""Event delivery: each app's events reach its webhook URL in order per tunnel, batched,
+retried, and never silently dropped.
+
+Per app there is one ``AppEventQueue``: an ``EventBuffer`` (``batching.py`` decides what
+leaves when) and a dispatcher task that starts a request whenever the buffer says so, up
+to the app's concurrency. Each request is a ``WebhookSender.send`` that retries the same
+batch until the receiver answers 2xx; only then are the reply's actions carried out and
+the batch's callbacks run (``tunnel.connected``'s approves its tunnel). When an app's
+buffer is full, ``full`` is set and the readers of that app's sockets wait in
+``wait_for_room``: back-pressure, not loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tunnel_broker.apps import App, AppRegistry
+from tunnel_broker.webhooks.batching import EventBuffer, OnDelivered, Pending
+from tunnel_broker.webhooks.events import EncodedEvent
+from tunnel_broker.webhooks.sender import WebhookSender
+
+logger = logging.getLogger("tunnel_broker.webhooks.delivery")
+
+ActionHandler = Callable[[App, list[EncodedEvent], list[dict[str, Any]]], Awaitable[None]]
+
+
+class AppEventQueue:
+    """One app's buffer and the task that decides when its batches leave."""
+
+    def __init__(self, delivery: EventDelivery, app: App) -> None:
+        self.delivery = delivery
+        self.app_id = app.id
+        limits = app.limits
+        self.buffer = EventBuffer(
+            concurrency=limits.webhook_concurrency,
+            max_events=limits.webhook_buffer_events,
+            max_bytes=limits.webhook_buffer_bytes,
+            batch_events=limits.webhook_batch_max_events,
+            batch_bytes=limits.webhook_batch_max_bytes,
+            linger=limits.webhook_linger_ms / 1000,
+        )
+        self.loop = asyncio.get_running_loop()
+        # ``full`` mirrors ``not room.is_set()`` as a plain attribute: socket readers check
+        # it once per message.
+        self.full = False
+        self._room = asyncio.Event()
+        self._room.set()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._wakeup = asyncio.Event()
+        # Whether an emit can change the dispatcher's mind; most cannot (a linger timer or
+        # a request in flight will wake it anyway), and waking it costs more than the
+        # emit itself.
+        self._wake_on_emit = True
+        self._requests: set[asyncio.Task[None]] = set()
+        self._dispatcher = self.loop.create_task(self._dispatch(), name=f"webhooks:{app.id}")
+
+    @property
+    def depth(self) -> int:
+        """Events buffered and not yet acknowledged."""
+        return self.buffer.events
+
+    def emit(self, event: EncodedEvent, on_delivered: OnDelivered | None = None) -> None:
+        """Queue an event; always accepted (see ``EventBuffer.push``)."""
+        buffer = self.buffer
+        buffer.push(Pending(event, on_delivered, self.loop.time()))
+        self.idle.clear()
+        if self._wake_on_emit or len(buffer.queue) >= buffer.batch_events:
+            self._wakeup.set()
+        if not buffer.has_room:
+            self.full = True
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def _dispatch(self) -> None:
+        buffer = self.buffer
+        wakeup = self._wakeup
+        timer: asyncio.TimerHandle | None = None
+        while True:
+            wakeup.clear()
+            delay = buffer.wait_before_next(self.loop.time())
+            if delay == 0.0:
+                batch_id, batch = buffer.take_batch()
+                task = self.loop.create_task(self._send(batch_id, batch))
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
+                continue
+            if delay is not None:
+                timer = self.loop.call_later(delay, wakeup.set)
+            self._wake_on_emit = delay is None and len(buffer.in_flight) < buffer.concurrency
+            await wakeup.wait()
+            if timer is not None:
+                timer.cancel()
+                timer = None
+
+    async def _send(self, batch_id: int, batch: list[Pending]) -> None:
+        events = [p.event for p in batch]
+        delivery = self.delivery
+        actions = await delivery.sender.send(self.app_id, events)
+        app = delivery.apps.get(self.app_id)
+        if actions and app is not None:
+            try:
+                await delivery.on_actions(app, events, actions)
+            except Exception:
+                logger.exception("app %s: carrying out webhook actions failed", self.app_id)
+        self.buffer.complete(batch_id)
+        for pending in batch:
+            if pending.on_delivered is not None:
+                pending.on_delivered()
+        if self.buffer.has_room:
+            self.full = False
+            self._room.set()
+        if self.buffer.is_empty():
+            self.idle.set()
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        tasks = [self._dispatcher, *self._requests]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class EventDelivery:
+    """Every app's event queue, created on an app's first event."""
+
+    def __init__(self, apps: AppRegistry, sender: WebhookSender, on_actions: ActionHandler) -> None:
+        self.apps = apps
+        self.sender = sender
+        self.on_actions = on_actions
+        self._queues: dict[str, AppEventQueue] = {}
+
+    def queue(self, app: App) -> AppEventQueue:
+        queue = self._queues.get(app.id)
+        if queue is None:
+            queue = self._queues[app.id] = AppEventQueue(self, app)
+        return queue
+
+    def emit(self, app: App, event: EncodedEvent, on_delivered: OnDelivered | None = None) -> None:
+        self.queue(app).emit(event, on_delivered)
+
+    def depths(self) -> dict[str, int]:
+        return {app_id: q.depth for app_id, q in self._queues.items()}
+
+    async def flush(self, seconds: float) -> int:
+        """Wait until every buffered event is delivered or ``seconds`` pass; return how
+        many events are still undelivered."""
+        queues = list(self._queues.values())
+        waits = [asyncio.ensure_future(q.idle.wait()) for q in queues]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=seconds)
+            for w in pending:
+                w.cancel()
+        return sum(q.depth for q in queues)
+
+    async def close(self) -> None:
+        for queue in self._queues.values():
+            if queue.depth:
+                logger.error(
+                    "app %s: %d webhook events could not be delivered before shutdown",
+                    queue.app_id,
+                    queue.depth,
+                )
+            await queue.close()
+        self._queues.clear()
+        await self.sender.close()

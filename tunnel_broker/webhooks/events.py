@@ -1,0 +1,85 @@
+"""Webhook events, serialised once when they happen.
+
+Each event is encoded to JSON bytes as soon as it is created: delivery only needs the
+bytes (to bound buffers and to build the batch body by concatenation), and the parts that
+never change for a tunnel (ids, identity, meta) are encoded once per tunnel rather than
+once per message.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tunnel_broker.timestamps import iso_time
+
+EventType = Literal["tunnel.connected", "tunnel.message", "tunnel.closed"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+# Event and request ids need to be unique, not secret: a random per-process tag and a
+# counter, instead of a getrandom() system call per event.
+_PROCESS_TAG = os.urandom(8).hex()
+_counter = itertools.count(1)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{_PROCESS_TAG}{next(_counter):x}"
+
+
+def tunnel_fragment(
+    app_id: str, tunnel_id: str, user_id: str, identity: dict[str, Any], meta: dict[str, Any]
+) -> bytes:
+    """The JSON members every event of one tunnel repeats, without braces."""
+    return _dumps(
+        {
+            "app_id": app_id,
+            "tunnel_id": tunnel_id,
+            "user_id": user_id,
+            "identity": identity,
+            "meta": meta,
+        }
+    )[1:-1].encode()
+
+
+@dataclass(slots=True)
+class EncodedEvent:
+    id: str
+    type: EventType
+    tunnel_id: str
+    body: bytes
+
+
+def _encode(event_type: EventType, fragment: bytes, tunnel_id: str, tail: str) -> EncodedEvent:
+    event_id = new_id("evt_")
+    head = f'{{"id":"{event_id}","type":"{event_type}","time":"{iso_time(time.time())}",'
+    body = head.encode() + fragment + tail.encode() + b"}"
+    return EncodedEvent(event_id, event_type, tunnel_id, body)
+
+
+def connected(fragment: bytes, tunnel_id: str) -> EncodedEvent:
+    return _encode("tunnel.connected", fragment, tunnel_id, "")
+
+
+def message(fragment: bytes, tunnel_id: str, payload: str | bytes) -> EncodedEvent:
+    if isinstance(payload, str):
+        tail = ',"data":' + _dumps(payload)
+    else:
+        tail = ',"data_base64":"' + base64.b64encode(payload).decode() + '"'
+    return _encode("tunnel.message", fragment, tunnel_id, tail)
+
+
+def closed(fragment: bytes, tunnel_id: str, code: int, reason: str) -> EncodedEvent:
+    return _encode(
+        "tunnel.closed", fragment, tunnel_id, f',"code":{code},"reason":{_dumps(reason)}'
+    )
+
+
+def batch_body(events: list[EncodedEvent]) -> bytes:
+    return b'{"events":[' + b",".join(e.body for e in events) + b"]}"
