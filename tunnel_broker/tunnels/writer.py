@@ -59,13 +59,14 @@ def _step(send: ASGISend, message: Message) -> _Step:
 
 
 class SocketWriter:
-    __slots__ = ("_backlog", "_send", "_task", "max_backlog")
+    __slots__ = ("_backlog", "_closed", "_send", "_task", "max_backlog")
 
     def __init__(self, send: ASGISend, max_backlog: int = MAX_BACKLOG) -> None:
         self._send = send
         self.max_backlog = max_backlog
         self._backlog: deque[Message] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def backlog(self) -> int:
@@ -74,7 +75,9 @@ class SocketWriter:
 
     def write(self, message: Message) -> bool:
         """Send or queue ``message``; False if it was not taken: the socket is gone, or
-        its backlog is full (a slow consumer)."""
+        its backlog is full (a slow consumer), or the writer was closed."""
+        if self._closed:
+            return False
         backlog = self._backlog
         if backlog is not None:
             if len(backlog) >= self.max_backlog:
@@ -101,7 +104,11 @@ class SocketWriter:
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame, dropping whatever is still backlogged: a closing tunnel's
-        client must hear why at once, not after a backlog it is too slow to read."""
+        client must hear why at once, not after a backlog it is too slow to read. Nothing
+        is written after the close frame."""
+        if self._closed:
+            return
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             self._task = None

@@ -317,8 +317,9 @@ class RedisBackend(Backend):
             # Published first, so the other pods work while this one pushes its share.
             await hub.push_sliced(app_id, target, payload)
             return []
-        if all(hub.get(app_id, t) is not None for t in target.ids):
-            # All here (a reply to a client of this pod, say): no lookup needed.
+        if all(hub.open_tunnel(app_id, t) is not None for t in target.ids):
+            # All here and open (a reply to a client of this pod, say): no lookup needed.
+            # A closing socket may have been taken over by another pod: look that up.
             here = await hub.push_sliced(app_id, target, payload)
             return [t for t in dict.fromkeys(target.ids) if t not in here]
         by_node: dict[str, list[str]] = {}

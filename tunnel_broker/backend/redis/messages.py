@@ -119,7 +119,7 @@ def _field(wire: dict[str, Any], name: str, kind: type) -> Any:
 
 def _target(wire: dict[str, Any]) -> Target:
     kind = wire.get("kind")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise MalformedMessage("'kind' is not a target kind")
     kind = cast(TargetKind, kind)
     ids = _field(wire, "ids", list)
@@ -150,8 +150,8 @@ def decode(data: str | bytes) -> tuple[str, ControlMessage]:
     """``(sender node id, message)``; raises ``MalformedMessage``."""
     try:
         wire = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedMessage("not JSON") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MalformedMessage("not JSON (or nested too deeply)") from None
     if not isinstance(wire, dict):
         raise MalformedMessage("not a JSON object")
     sender = _field(wire, "from", str)
