@@ -47,9 +47,14 @@ class Call(Generic[T]):
 
 
 def _segment(value: str) -> str:
-    """Quote an id for a path segment so ``user@example`` or ``a:b`` reach the broker intact."""
+    """Quote an id for a path segment so ``user@example`` or ``a:b`` reach the broker intact.
+
+    ``.`` and ``..`` are refused: no quoting keeps them from being read as "this" and
+    "parent" segments, and ``leave("..", tid)`` would address ``/v1/tunnels/{tid}``."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"ids must be non-empty strings, got {value!r}")
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} cannot be an id or a group name")
     return quote(value, safe="")
 
 

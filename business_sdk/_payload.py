@@ -35,9 +35,30 @@ def check_close_code(code: int | None) -> None:
         raise ValueError(f"close code must be 1000 or within 4000-4999, got {code}")
 
 
+MAX_REASON_BYTES = 123
+"""A WebSocket close frame holds at most 123 bytes of reason, counted in UTF-8."""
+
+
+def check_close_reason(reason: str | None) -> None:
+    """A reason that does not fit a close frame would make the close fail on the wire (the
+    client would see 1006), so it is refused here: at most 123 bytes of UTF-8, which is
+    41 Chinese characters."""
+    if reason is None:
+        return
+    if not isinstance(reason, str):
+        raise TypeError(f"close reason must be a str, not {type(reason).__name__}")
+    try:
+        size = len(reason.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("close reason must be valid Unicode text") from None
+    if size > MAX_REASON_BYTES:
+        raise ValueError(f"close reason is {size} bytes of UTF-8; at most {MAX_REASON_BYTES}")
+
+
 def close_fields(code: int | None, reason: str | None) -> dict[str, Any]:
     """The optional ``{"code", "reason"}`` members; empty when neither is given."""
     check_close_code(code)
+    check_close_reason(reason)
     fields: dict[str, Any] = {}
     if code is not None:
         fields["code"] = code

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -24,6 +25,7 @@ from tunnel_broker.webhooks.signing import InvalidSecret, decode_secret
 __all__ = ["App", "AppLimits", "AppRegistry", "AppsFileError", "load_apps_file", "parse_apps"]
 
 MIN_API_KEY_LENGTH = 16
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class AppLimits(BaseModel):
@@ -36,11 +38,17 @@ class AppLimits(BaseModel):
     message_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     max_tunnels_per_user: Annotated[int, Field(ge=1, le=1_000_000)] = 20
     max_groups_per_tunnel: Annotated[int, Field(ge=0, le=10_000)] = 100
-    max_token_claims_bytes: Annotated[int, Field(ge=256, le=16 * 1024)] = 4096
+    # At most 4 KB: connect URLs must stay below the 8 KB request line of a handshake.
+    max_token_claims_bytes: Annotated[int, Field(ge=256, le=4096)] = 4096
     max_tunnel_ttl_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 86400
     default_tunnel_ttl_seconds: Annotated[int, Field(ge=10, le=30 * 86400)] = 3600
     api_requests_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 1000.0
     api_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+    # Logins are unauthenticated: their own budget, per app and per client address.
+    login_requests_per_second: Annotated[float, Field(gt=0, le=1_000_000)] = 100.0
+    login_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200
+    login_requests_per_second_per_client: Annotated[float, Field(gt=0, le=1_000_000)] = 5.0
+    login_burst_per_client: Annotated[int, Field(ge=1, le=1_000_000)] = 20
     webhook_buffer_events: Annotated[int, Field(ge=10, le=10_000_000)] = 50_000
     webhook_buffer_bytes: Annotated[int, Field(ge=64 * 1024, le=4 * 1024**3)] = 64 * 1024 * 1024
     webhook_batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = 500
@@ -51,6 +59,15 @@ class AppLimits(BaseModel):
     session_lifetime_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 30 * 86400
     session_idle_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 7 * 86400
     max_sessions_per_openid: Annotated[int, Field(ge=1, le=1000)] = 5
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AppLimits:
+        if self.default_tunnel_ttl_seconds > self.max_tunnel_ttl_seconds:
+            raise ValueError(
+                "default_tunnel_ttl_seconds must not exceed max_tunnel_ttl_seconds"
+                " (every tunnel created without a ttl would be refused)"
+            )
+        return self
 
 
 class App(BaseModel):
@@ -76,6 +93,18 @@ class App(BaseModel):
         if (self.wechat_appid is None) != (self.wechat_secret is None):
             raise ValueError("wechat_appid and wechat_secret go together")
         return self
+
+    @field_validator("wechat_api_base_url")
+    @classmethod
+    def _wechat_over_tls(cls, url: str) -> str:
+        # The app secret travels in the query string of every code exchange.
+        host = urlsplit(url).hostname or ""
+        if url.startswith("http://") and host not in _LOOPBACK_HOSTS:
+            raise ValueError(
+                "must be https:// (http:// only to a simulator on this machine): "
+                "the app secret is sent with every login"
+            )
+        return url
 
     @field_validator("api_keys")
     @classmethod

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import logging
 import os
 import secrets
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -59,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     new = apps_commands.add_parser("new", help="print a new app entry with fresh credentials")
     new.add_argument("--id", required=True)
     new.add_argument("--webhook-url", required=True)
+    new.add_argument(
+        "--output",
+        help="append the entry to this file (created with mode 0600) instead of printing it",
+    )
 
     redis_help = "Redis holding the cluster's apps (default: $TB_REDIS_URL)"
     create = apps_commands.add_parser("create", help="create an app in redis; prints its keys")
@@ -80,6 +86,52 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--id", required=True)
     delete.add_argument("--redis-url", help=redis_help)
     return parser
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, except that TOML has no ``\\/``,
+    which ``json.dumps`` never writes."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _app_entry(app: App) -> str:
+    """An apps-file entry for a validated ``app``, every value escaped."""
+
+    def strings(values: list[str]) -> str:
+        return "[" + ", ".join(_toml_string(v) for v in values) + "]"
+
+    return (
+        f"[[apps]]\nid = {_toml_string(app.id)}\napi_keys = {strings(app.api_keys)}\n"
+        f"webhook_url = {_toml_string(app.webhook_url)}\n"
+        f"webhook_secrets = {strings(app.webhook_secrets)}\n"
+    )
+
+
+def _append_private(path: str, text: str) -> None:
+    """Append to ``path``, readable by its owner only: the text holds credentials."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as file:
+        os.fchmod(file.fileno(), 0o600)
+        if file.tell() > 0:
+            file.write("\n")
+        file.write(text)
+
+
+def _warn_if_readable(path: str) -> None:
+    """Warn when others may read the apps file. Group access is fine for a group of the
+    broker's own (Kubernetes mounts Secrets as root:fsGroup 0440), not for another one."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # loading it reports the problem
+    own_groups = {os.getegid(), *os.getgroups()}
+    if info.st_mode & 0o007 or (info.st_mode & 0o070 and info.st_gid not in own_groups):
+        logger.warning(
+            "apps file %s is readable by other users (mode %04o): it holds API keys and "
+            "webhook secrets; chmod 600 it",
+            path,
+            stat.S_IMODE(info.st_mode),
+        )
 
 
 def _new_api_key() -> str:
@@ -146,6 +198,7 @@ def serve(settings: Settings) -> int:
     logs.configure(settings.log_level, settings.log_format)
     apps = []
     if settings.apps_file:
+        _warn_if_readable(settings.apps_file)
         try:
             apps = load_apps_file(settings.apps_file)
         except AppsFileError as exc:
@@ -222,12 +275,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             for app in load_apps_file(_apps_file(args.file)):
                 print(f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}")
         elif args.apps_command == "new":
-            key = _new_api_key()
-            secret = _new_webhook_secret()
-            print(
-                f'[[apps]]\nid = "{args.id}"\napi_keys = ["{key}"]\n'
-                f'webhook_url = "{args.webhook_url}"\nwebhook_secrets = ["{secret}"]'
+            entry = _app_entry(
+                App(
+                    id=args.id,
+                    api_keys=[_new_api_key()],
+                    webhook_url=args.webhook_url,
+                    webhook_secrets=[_new_webhook_secret()],
+                )
             )
+            if args.output:
+                _append_private(args.output, entry)
+                print(f"app {args.id} written to {args.output} (mode 0600)", file=sys.stderr)
+            else:
+                print(entry, end="")
     except AppsFileError as exc:
         print(f"tunnel-broker: {exc}", file=sys.stderr)
         return 2

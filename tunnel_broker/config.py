@@ -158,6 +158,20 @@ class Settings:
     lease_seconds: float = setting(
         15.0, help="Redis backend: a silent pod's tunnels are closed after this."
     )
+    max_connections: int = setting(
+        100_000,
+        help="Open connections (tunnels included) above which new ones get 503 and are closed.",
+    )
+    header_timeout: float = setting(
+        10.0, help="Seconds a client may take to send a complete request head (408 after)."
+    )
+    max_header_bytes: int = setting(
+        16 * 1024, help="Largest request head (header lines) accepted; 431 above."
+    )
+    forwarded_allow_ips: str = setting(
+        "127.0.0.1",
+        help="Proxies (comma-separated, or *) trusted for client addresses (X-Forwarded-For).",
+    )
     keep_alive_timeout: float = setting(
         75.0,
         help="Seconds an idle HTTP keep-alive connection stays open (above the LB's idle timeout).",

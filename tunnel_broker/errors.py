@@ -14,6 +14,7 @@ Exception tree::
     ├── ApiError                raised by request handlers: any code, any detail
     ├── BackendUnavailable      the shared state cannot be reached (backend_unavailable)
     ├── TooManyTunnels          attach refused: the user is at the app's tunnel limit
+    ├── TooManyGroups           join refused: the tunnel is at the app's group limit
     ├── ConfigError             settings or apps cannot be used (validation_failed)
     │   ├── SettingsError       a flag or TB_* variable
     │   └── AppsFileError       an apps file, or the apps stored in Redis
@@ -50,7 +51,9 @@ ERROR_TABLE: dict[str, ErrorSpec] = _table(
     ErrorSpec("not_found", 404, "No such endpoint"),
     ErrorSpec("tunnel_not_connected", 404, "Tunnel is not connected"),
     ErrorSpec("method_not_allowed", 405, "Method not allowed"),
+    ErrorSpec("request_timeout", 408, "Request head not received in time", temporary=True),
     ErrorSpec("body_too_large", 413, "Request body too large"),
+    ErrorSpec("uri_too_long", 414, "Request target too long"),
     ErrorSpec("unsupported_media_type", 415, "Request body must be application/json"),
     ErrorSpec("validation_failed", 422, "Request does not match the schema"),
     ErrorSpec("session_not_found", 401, "Session unknown, expired or revoked"),
@@ -59,12 +62,14 @@ ERROR_TABLE: dict[str, ErrorSpec] = _table(
     ErrorSpec("session_tunnels_disabled", 403, "This app does not let clients open tunnels"),
     ErrorSpec("wechat_not_configured", 404, "This app has no WeChat login"),
     ErrorSpec("rate_limited", 429, "Too many requests for this app", temporary=True),
+    ErrorSpec("headers_too_large", 431, "Request headers too large"),
     ErrorSpec("wechat_rate_limited", 429, "WeChat refused: quota reached", temporary=True),
     ErrorSpec("wechat_error", 502, "WeChat answered unexpectedly"),
     ErrorSpec("wechat_misconfigured", 502, "WeChat rejected the app's appid or secret"),
     ErrorSpec("wechat_unavailable", 503, "WeChat is busy or unreachable", temporary=True),
     ErrorSpec("internal_error", 500, "Internal error", temporary=True),
     ErrorSpec("backend_unavailable", 503, "State backend unavailable", temporary=True),
+    ErrorSpec("too_many_connections", 503, "Connection limit reached", temporary=True),
 )
 
 PROBLEM_TYPE_BASE = "https://tunnel-broker.dev/problems/"
@@ -147,6 +152,12 @@ class TooManyTunnels(BrokerError):
     """The user already holds the app's ``max_tunnels_per_user`` other tunnels."""
 
     code = "rate_limited"
+
+
+class TooManyGroups(BrokerError):
+    """The tunnel is already in the app's ``max_groups_per_tunnel`` groups."""
+
+    code = "validation_failed"
 
 
 class ConfigError(BrokerError):

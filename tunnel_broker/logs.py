@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 Redact = Callable[[str], str]
@@ -20,19 +21,27 @@ Redact = Callable[[str], str]
 class QueryRedactor:
     """Replaces the values of the named query parameters in a text.
 
-    ``after`` is what must precede a name (``[?&]`` for URLs; empty to match a name
-    anywhere, for records that quote a query without its ``?``).
+    A name matches however a query parser would read it: in any case, and with any of its
+    characters percent-encoded (``%74oken=`` is ``token=`` to the broker's own parser, so
+    it must be to the redaction too). ``after`` is what must precede a name (``[?&]`` for
+    URLs; empty to match a name anywhere, for records that quote a query without its
+    ``?``).
     """
 
     def __init__(self, names: Iterable[str], mask: str, after: str = "[?&]") -> None:
         self.mask = mask
-        alternatives = "|".join(map(re.escape, names))
+        alternatives = "|".join(_spellings(name) for name in names)
         self._pattern = re.compile(
             rf"(?P<name>{after}(?:{alternatives})=)[^&#\s\"'>]*", re.IGNORECASE
         )
 
     def __call__(self, text: str) -> str:
         return self._pattern.sub(lambda match: match["name"] + self.mask, text)
+
+
+def _spellings(name: str) -> str:
+    """A pattern for ``name`` with each character literal or percent-encoded."""
+    return "".join(f"(?:{re.escape(c)}|%{ord(c):02x})" for c in name)
 
 
 redact_tokens = QueryRedactor(("token",), "[redacted]", after="")
@@ -103,6 +112,41 @@ def install(
     logger_names: tuple[str, ...] = ("uvicorn.error", "uvicorn.access", "tunnel_broker"),
 ) -> None:
     attach(RedactTokens, logger_names)
+
+
+class LogThrottle:
+    """At most ``per_interval`` records per key and interval; the rest are counted and
+    reported in one line when the next interval opens. For errors a peer can cause at
+    will (a faulty webhook receiver's bad actions), so they inform rather than flood."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        per_interval: int = 10,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.per_interval = per_interval
+        self.interval = interval
+        self.clock = clock
+        self._windows: dict[str, tuple[float, int, int]] = {}  # key: (start, logged, dropped)
+
+    def error(self, key: str, message: str, *args: object) -> None:
+        now = self.clock()
+        start, logged, dropped = self._windows.get(key, (now, 0, 0))
+        if now - start >= self.interval:
+            if dropped:
+                self.logger.error("%s: %d more like this were not logged", key, dropped)
+            start, logged, dropped = now, 0, 0
+        if logged < self.per_interval:
+            self.logger.error(message, *args)
+            logged += 1
+        else:
+            dropped += 1
+        if len(self._windows) > 10_000:
+            self._windows.clear()  # keys are apps; this only guards against a leak
+        self._windows[key] = (start, logged, dropped)
 
 
 class JsonFormatter(logging.Formatter):

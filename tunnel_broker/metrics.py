@@ -81,6 +81,12 @@ class Metrics:
             ["app"],
             registry=r,
         )
+        self.webhook_bad_actions = Counter(
+            "tb_webhook_bad_actions",
+            "Webhook reply actions that were invalid or could not be carried out",
+            ["app"],
+            registry=r,
+        )
         self.webhook_latency = Histogram(
             "tb_webhook_latency_seconds",
             "Webhook request latency (successful attempts)",

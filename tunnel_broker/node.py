@@ -21,7 +21,7 @@ from tunnel_broker.backoff import Backoff
 from tunnel_broker.config import Settings
 from tunnel_broker.errors import AppsFileError, BackendUnavailable
 from tunnel_broker.metrics import Metrics
-from tunnel_broker.ratelimit import TokenBucket
+from tunnel_broker.ratelimit import Budgets
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tokens import TokenCodec
@@ -45,7 +45,7 @@ class Node:
         self.tokens = TokenCodec(settings.secret_keys())
         self.sessions = self.backend.session_store()
         self._wechat_clients: dict[str, WeChatClient] = {}
-        self.actions = ActionRunner(self.backend, self.hub)
+        self.actions = ActionRunner(self.backend, self.hub, self.metrics)
         sender = WebhookSender(
             self.apps, self.metrics, Backoff(cap=settings.webhook_retry_max_delay)
         )
@@ -53,7 +53,11 @@ class Node:
         self.started = False
         self.draining = False
         self._stopped = False
-        self._api_buckets: dict[str, TokenBucket] = {}
+        # Request budgets (http/requests.py): API calls per app; logins, which anybody may
+        # attempt, per app and per client address, apart from the API's.
+        self.api_budgets = Budgets()
+        self.login_budgets = Budgets()
+        self.client_login_budgets = Budgets(max_keys=50_000)
         self._sweeper: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self.metrics.watch_state(
@@ -134,16 +138,6 @@ class Node:
             self.backend.name,
             ",".join(a.id for a in self.apps.all()) or "(none)",
         )
-
-    def api_allowed(self, app: App) -> TokenBucket | None:
-        """Spend one API request of ``app``'s budget; the bucket if it is exhausted."""
-        bucket = self._api_buckets.get(app.id)
-        if bucket is None:
-            limits = app.limits
-            bucket = self._api_buckets[app.id] = TokenBucket(
-                limits.api_requests_per_second, limits.api_burst
-            )
-        return None if bucket.take() else bucket
 
     async def _sweep(self) -> None:
         """Close idle and too-old tunnels; one task for all tunnels instead of a timer

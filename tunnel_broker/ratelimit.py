@@ -1,8 +1,10 @@
-"""Token buckets: a rate with a burst, checked without timers or tasks."""
+"""Token buckets: a rate with a burst, checked without timers or tasks; and budgets that
+keep one bucket per key (an app, a client address) within a bounded memory."""
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 
 
 class TokenBucket:
@@ -28,3 +30,30 @@ class TokenBucket:
 
     def seconds_until_token(self) -> float:
         return max(0.0, (1.0 - self._tokens) / self._rate)
+
+
+class Budgets:
+    """One ``TokenBucket`` per key, made on first use. At most ``max_keys`` are kept, the
+    least recently used dropped first: keys may come from clients (their addresses), and
+    a forgotten key only starts again with a full burst."""
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float, TokenBucket]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def spend(self, key: str, rate: float, burst: float) -> TokenBucket | None:
+        """Spend one token of ``key``'s budget; the bucket if it is exhausted."""
+        entry = self._buckets.get(key)
+        if entry is None or entry[:2] != (rate, burst):
+            # New, or its app's limits changed since.
+            entry = (rate, burst, TokenBucket(rate, burst))
+            self._buckets[key] = entry
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        bucket = entry[2]
+        return None if bucket.take() else bucket

@@ -20,6 +20,7 @@ import uvicorn
 from tunnel_broker.apps import App
 from tunnel_broker.config import Settings
 from tunnel_broker.http.app import BrokerApp
+from tunnel_broker.http.guard import FrontEndLimits, guarded_http_protocol
 from tunnel_broker.node import Node
 
 logger = logging.getLogger("tunnel_broker.server")
@@ -31,10 +32,17 @@ def uvicorn_config(app: BrokerApp, settings: Settings, apps: list[App]) -> uvico
     # Frames larger than every app allows are refused by the protocol layer (1009) before
     # they are buffered whole; the per-app limit is enforced per tunnel above that.
     largest = max((a.limits.max_message_bytes for a in apps), default=128 * 1024)
+    limits = FrontEndLimits(
+        settings.max_connections, settings.header_timeout, settings.max_header_bytes
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_http_protocol(limits),
+        # Client addresses (per-client login budgets, logs) from trusted proxies only.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # The sans-I/O implementation: no task per connection beyond the app's own, and
         # the send semantics tunnels/writer.py relies on.
         ws="websockets-sansio",

@@ -5,16 +5,53 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from tunnel_broker.targets import Target
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
-GroupName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
 MAX_TARGET_IDS = 10_000
-MAX_REASON_LENGTH = 120
+# A close frame holds 125 bytes: the code's two and at most 123 of reason, in UTF-8.
+MAX_REASON_BYTES = 123
+_ID_PATTERN = re.compile(r"[^\s/]{1,128}\Z")
+
+
+def check_id(value: str) -> str:
+    """Ids and group names end up in URL paths (``/v1/groups/{group}/...``): no white
+    space, no ``/``, and not ``.`` or ``..``, which HTTP clients resolve as path steps."""
+    if not _ID_PATTERN.match(value) or value in (".", ".."):
+        raise ValueError("1 to 128 characters, no white space or '/', not '.' or '..'")
+    _check_text(value)
+    return value
+
+
+def _check_text(value: str) -> None:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+
+
+def check_reason(value: str) -> str:
+    _check_text(value)
+    size = len(value.encode("utf-8"))
+    if size > MAX_REASON_BYTES:
+        raise ValueError(f"{size} bytes of UTF-8; a close reason holds at most {MAX_REASON_BYTES}")
+    return value
+
+
+Id = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$"), AfterValidator(check_id)
+]
+GroupName = Id
+Reason = Annotated[
+    str,
+    Field(max_length=MAX_REASON_BYTES, description="At most 123 bytes of UTF-8."),
+    AfterValidator(check_reason),
+]
 
 
 class Strict(BaseModel):
@@ -58,6 +95,8 @@ class Payload(Strict):
     def _one_payload(self) -> Payload:
         if (self.data is None) == (self.data_base64 is None):
             raise ValueError("give exactly one of 'data' or 'data_base64'")
+        if self.data is not None:
+            _check_text(self.data)
         if self.data_base64 is not None:
             try:
                 base64.b64decode(self.data_base64, validate=True)
@@ -83,7 +122,7 @@ class CloseFields(Strict):
     short reason (API ``close`` bodies and ``close`` actions alike)."""
 
     code: int | None = None
-    reason: Annotated[str, Field(max_length=MAX_REASON_LENGTH)] = ""
+    reason: Reason = ""
 
     @model_validator(mode="after")
     def _code_range(self) -> CloseFields:

@@ -31,7 +31,7 @@ from tunnel_broker.backend.base import Backend, Page, TunnelRecord
 from tunnel_broker.backend.memory import MemoryBackend
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.backend import RedisBackend
-from tunnel_broker.errors import TooManyTunnels
+from tunnel_broker.errors import TooManyGroups, TooManyTunnels
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
@@ -292,7 +292,7 @@ async def test_detached_tunnel_is_gone_from_presence(cluster: Cluster) -> None:
         assert ids_of(await pod.backend.list_user(APP.id, "u1", None, 10)) == ["t2"]
         assert ids_of(await pod.backend.list_group(APP.id, "g", None, 10)) == ["t2"]
         assert await pod.backend.push(APP.id, Target.tunnel("t1"), "hello") == ["t1"]
-        assert await pod.backend.join(APP.id, "t1", "h") is False
+        assert await pod.backend.join(APP.id, "t1", "h", 100) is False
     await cluster.settle()
     assert gone.socket.payloads() == []
 
@@ -304,7 +304,7 @@ async def test_attach_with_same_id_takes_over_old_socket(cluster: Cluster) -> No
     a, _ = await cluster.pods()
     old = await a.connect("t1", "u1", ("g1",))
     old.tunnel.approve()
-    assert await a.backend.join(APP.id, "t1", "g2") is True
+    assert await a.backend.join(APP.id, "t1", "g2", 100) is True
     new = new_client("t1", "u1", ("g3",))
 
     assert await a.backend.attach(new.tunnel) is True
@@ -351,7 +351,7 @@ async def test_takeover_across_pods_closes_socket_on_the_old_pod(cluster: Cluste
     a, b = await cluster.pods()
     old = await a.connect("t1", "u1", ("g1",))
     old.tunnel.approve()
-    assert await b.backend.join(APP.id, "t1", "g2") is True
+    assert await b.backend.join(APP.id, "t1", "g2", 100) is True
     new = new_client("t1", "u1", ("g3",))
 
     assert await b.backend.attach(new.tunnel) is True
@@ -501,7 +501,7 @@ async def test_join_and_leave_of_unknown_tunnel_return_false(cluster: Cluster) -
     await a.connect("t1", "u1", app=OTHER_APP)  # same id, other app
 
     for pod in (a, b):
-        assert await pod.backend.join(APP.id, "t1", "g") is False
+        assert await pod.backend.join(APP.id, "t1", "g", 100) is False
         assert await pod.backend.leave(APP.id, "t1", "g") is False
         assert ids_of(await pod.backend.list_group(APP.id, "g", None, 10)) == []
     record = await a.backend.get(OTHER_APP.id, "t1")
@@ -514,8 +514,8 @@ async def test_join_and_leave_change_group_membership_and_pushes(cluster: Cluste
     member = await a.connect("t1", "u1", ("old",))
     bystander = await b.connect("t2", "u1")
 
-    assert await b.backend.join(APP.id, "t1", "g") is True
-    assert await a.backend.join(APP.id, "t1", "g") is True  # joining twice changes nothing
+    assert await b.backend.join(APP.id, "t1", "g", 100) is True
+    assert await a.backend.join(APP.id, "t1", "g", 100) is True  # joining twice changes nothing
 
     for pod in (a, b):
         record = await pod.backend.get(APP.id, "t1")
@@ -577,7 +577,7 @@ async def test_list_group_pages_every_tunnel_once_in_id_order(cluster: Cluster, 
             await pod.connect(tunnel_id, f"u{index}", ("pages",))
         else:
             await pod.connect(tunnel_id, f"u{index}")
-            assert await (b if index % 2 else a).backend.join(APP.id, tunnel_id, "pages")
+            assert await (b if index % 2 else a).backend.join(APP.id, tunnel_id, "pages", 100)
     await a.connect("t00", "u1", ("pages",), app=OTHER_APP)
     await b.connect("x", "u1", ("other-group",))
 
@@ -626,3 +626,19 @@ async def test_close_of_user_closes_all_their_tunnels(cluster: Cluster) -> None:
     assert [c.socket.closes() for c in closed] == [[(4001, "kicked")]] * len(closed)
     assert [c.socket.closes() for c in spared] == [[]] * len(spared)
     assert await a.backend.close(APP.id, Target("users", ("nobody",)), 4001, "kicked") == 0
+
+
+async def test_join_beyond_the_group_limit_is_refused_and_changes_nothing(
+    cluster: Cluster,
+) -> None:
+    a, b = await cluster.pods()
+    await a.connect("t1", "u1", ("g1",))
+    assert await b.backend.join(APP.id, "t1", "g2", 2) is True
+    with pytest.raises(TooManyGroups):
+        await b.backend.join(APP.id, "t1", "g3", 2)
+    assert await a.backend.join(APP.id, "t1", "g2", 2) is True  # already a member: fine
+    await cluster.settle()
+    for pod in (a, b):
+        record = await pod.backend.get(APP.id, "t1")
+        assert record is not None and record.groups == ("g1", "g2")
+        assert ids_of(await pod.backend.list_group(APP.id, "g3", None, 10)) == []

@@ -241,3 +241,18 @@ async def test_empty_payload_is_still_a_frame_of_its_type(payload: str | bytes, 
     tunnel = make_tunnel(socket)
     assert tunnel.push(payload)
     assert socket.sent == [{"type": "websocket.send", key: payload}]
+
+
+async def test_a_client_too_slow_for_large_pushes_is_closed_before_its_backlog_grows_large() -> (
+    None
+):
+    socket = FakeSocket()
+    socket.writable.clear()
+    tunnel = make_tunnel(socket)
+    big = "x" * (64 * 1024)
+    pushed = 0
+    while tunnel.push(big):
+        pushed += 1
+        assert pushed < 1000, "the byte bound never engaged"
+    assert pushed * len(big) <= 4 * 1024 * 1024
+    assert (tunnel.close_code, tunnel.close_reason) == (1008, "slow_consumer")

@@ -241,3 +241,18 @@ async def test_nothing_is_written_after_the_close_frame(drain_started: bool) -> 
     await settle()
     assert socket.sent == [close_frame(1000, "bye")]
     assert writer.backlog == 0
+
+
+async def test_the_backlog_is_bounded_in_bytes_too() -> None:
+    socket = FakeSocket()
+    socket.writable.clear()
+    writer = SocketWriter(socket.send, max_backlog=1000, max_backlog_bytes=10_000)
+    assert writer.write(text("x" * 4000))
+    assert writer.write(text("x" * 4000))
+    assert not writer.overflowed
+    assert not writer.write({"type": "websocket.send", "bytes": b"x" * 4000})
+    assert writer.overflowed
+    assert writer.backlog == 2
+    socket.writable.set()
+    await until(lambda: writer.backlog == 0)
+    assert [len(m["text"]) for m in socket.sent] == [4000, 4000]

@@ -287,3 +287,31 @@ async def test_secret_and_session_key_appear_in_no_log_record_nor_error(
             assert secret not in str(error)
             assert secret not in repr(error)
             assert secret not in "".join(traceback.format_exception(error))
+
+
+async def test_an_oversized_answer_is_refused_before_it_is_all_read() -> None:
+    import tracemalloc
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from tests.support.servers import run_uvicorn
+
+    async def endless(request: object) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(1_000):  # 64 MB if read to the end
+                yield b'{"openid":"' + b"x" * 65_536
+
+        return StreamingResponse(chunks(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/sns/jscode2session", endless)])
+    async with run_uvicorn(app) as port, WeChatClient(f"http://127.0.0.1:{port}") as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(UnexpectedResponse, match="exceeds"):
+                await client.code_to_session("wx0123456789abcdef", "secret", "code-123456")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 4_000_000, f"the client held {peak} bytes of the answer"

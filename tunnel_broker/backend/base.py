@@ -13,12 +13,19 @@ from typing import Any
 
 from tunnel_broker.apps import App
 from tunnel_broker.backend.sessions import MemorySessionStore, SessionStore
-from tunnel_broker.errors import BackendUnavailable, TooManyTunnels
+from tunnel_broker.errors import BackendUnavailable, TooManyGroups, TooManyTunnels
 from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
 from tunnel_broker.tunnels.tunnel import Tunnel
 
-__all__ = ["Backend", "BackendUnavailable", "Page", "TooManyTunnels", "TunnelRecord"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "Page",
+    "TooManyGroups",
+    "TooManyTunnels",
+    "TunnelRecord",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +114,10 @@ class Backend(ABC):
         """Close the target's tunnels; return how many were open."""
 
     @abstractmethod
-    async def join(self, app_id: str, tunnel_id: str, group: str) -> bool:
-        """Add an open tunnel to a group; False if the tunnel is not open."""
+    async def join(self, app_id: str, tunnel_id: str, group: str, max_groups: int) -> bool:
+        """Add an open tunnel to a group; False if the tunnel is not open. Raises
+        ``TooManyGroups`` when the tunnel is in ``max_groups`` other groups already:
+        checked in the same step as the join, so concurrent joins cannot exceed it."""
 
     @abstractmethod
     async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tunnel_broker.backend.base import Backend, Page, TooManyTunnels, TunnelRecord
+from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunnels, TunnelRecord
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -46,7 +46,10 @@ class MemoryBackend(Backend):
     async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
         return self.hub.close(app_id, target, code, reason)
 
-    async def join(self, app_id: str, tunnel_id: str, group: str) -> bool:
+    async def join(self, app_id: str, tunnel_id: str, group: str, max_groups: int) -> bool:
+        tunnel = self.hub.open_tunnel(app_id, tunnel_id)
+        if tunnel is not None and group not in tunnel.groups and len(tunnel.groups) >= max_groups:
+            raise TooManyGroups(f"tunnel is already in {max_groups} groups")
         return self._change_membership(app_id, tunnel_id, group, join=True)
 
     async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool:

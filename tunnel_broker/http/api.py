@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tunnel_broker.apps import App
-from tunnel_broker.errors import ApiError
+from tunnel_broker.errors import ApiError, TooManyGroups
 from tunnel_broker.http.connect_urls import mint_tunnel
 from tunnel_broker.http.login import SKEY_HEADER, create_session_tunnel
 from tunnel_broker.http.requests import (
@@ -21,6 +21,7 @@ from tunnel_broker.http.requests import (
     page_args,
     page_json,
     parse_body,
+    path_id,
     read_json,
 )
 from tunnel_broker.http.schemas import CloseRequest, CreateTunnelRequest, MessagesRequest
@@ -77,7 +78,7 @@ async def _close_args(request: Request, node: Node) -> tuple[int, str]:
 
 
 async def close_tunnel(request: Request, node: Node, app: App) -> Response:
-    tunnel_id = request.path_params["tunnel_id"]
+    tunnel_id = path_id(request, "tunnel_id")
     code, reason = await _close_args(request, node)
     closed = await node.backend.close(app.id, Target.tunnel(tunnel_id), code, reason)
     if not closed:
@@ -87,12 +88,12 @@ async def close_tunnel(request: Request, node: Node, app: App) -> Response:
 
 async def close_user(request: Request, node: Node, app: App) -> Response:
     code, reason = await _close_args(request, node)
-    target = Target("users", (request.path_params["user_id"],))
+    target = Target("users", (path_id(request, "user_id"),))
     return JSONResponse({"closed": await node.backend.close(app.id, target, code, reason)})
 
 
 async def get_tunnel(request: Request, node: Node, app: App) -> Response:
-    tunnel_id = request.path_params["tunnel_id"]
+    tunnel_id = path_id(request, "tunnel_id")
     record = await node.backend.get(app.id, tunnel_id)
     if record is None:
         raise _not_connected(tunnel_id)
@@ -101,36 +102,32 @@ async def get_tunnel(request: Request, node: Node, app: App) -> Response:
 
 async def user_tunnels(request: Request, node: Node, app: App) -> Response:
     cursor, limit = page_args(request)
-    page = await node.backend.list_user(app.id, request.path_params["user_id"], cursor, limit)
+    page = await node.backend.list_user(app.id, path_id(request, "user_id"), cursor, limit)
     return JSONResponse(page_json(page))
 
 
 async def group_tunnels(request: Request, node: Node, app: App) -> Response:
     cursor, limit = page_args(request)
-    page = await node.backend.list_group(app.id, request.path_params["group"], cursor, limit)
+    page = await node.backend.list_group(app.id, path_id(request, "group"), cursor, limit)
     return JSONResponse(page_json(page))
 
 
 async def join_group(request: Request, node: Node, app: App) -> Response:
-    group, tunnel_id = request.path_params["group"], request.path_params["tunnel_id"]
-    record = await node.backend.get(app.id, tunnel_id)
-    if (
-        record is not None
-        and group not in record.groups
-        and len(record.groups) >= app.limits.max_groups_per_tunnel
-    ):
+    group, tunnel_id = path_id(request, "group"), path_id(request, "tunnel_id")
+    limit = app.limits.max_groups_per_tunnel
+    try:
+        joined = await node.backend.join(app.id, tunnel_id, group, limit)
+    except TooManyGroups:
         raise ApiError.invalid(
-            "group",
-            "too many groups for this tunnel",
-            f"tunnel is already in {app.limits.max_groups_per_tunnel} groups",
-        )
-    if not await node.backend.join(app.id, tunnel_id, group):
+            "group", "too many groups for this tunnel", f"tunnel is already in {limit} groups"
+        ) from None
+    if not joined:
         raise _not_connected(tunnel_id)
     return JSONResponse({"group": group, "tunnel_id": tunnel_id, "joined": True})
 
 
 async def leave_group(request: Request, node: Node, app: App) -> Response:
-    group, tunnel_id = request.path_params["group"], request.path_params["tunnel_id"]
+    group, tunnel_id = path_id(request, "group"), path_id(request, "tunnel_id")
     if not await node.backend.leave(app.id, tunnel_id, group):
         raise _not_connected(tunnel_id)
     return JSONResponse({"group": group, "tunnel_id": tunnel_id, "left": True})

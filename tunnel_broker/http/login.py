@@ -25,6 +25,7 @@ from tunnel_broker.errors import ApiError
 from tunnel_broker.http.connect_urls import mint_tunnel
 from tunnel_broker.http.requests import (
     authenticate,
+    charge_login,
     charge_request,
     node_of,
     parse_body,
@@ -105,7 +106,7 @@ def _map_wechat_error(app: App, exc: WeChatError) -> ApiError:
 async def login(request: Request) -> Response:
     node = node_of(request)
     app = _wechat_app(node, request.path_params["app_id"])
-    charge_request(node, app)
+    charge_login(request, node, app)
     body = await read_json(request, node, optional=True) if request.method == "POST" else None
     inputs = _login_inputs(request.headers, body)
     assert app.wechat_appid is not None and app.wechat_secret is not None

@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -17,6 +17,8 @@ from tunnel_broker.apps import App
 from tunnel_broker.backend.base import Page
 from tunnel_broker.errors import ApiError
 from tunnel_broker.node import Node
+from tunnel_broker.ratelimit import TokenBucket
+from tunnel_broker.shapes import check_id
 from tunnel_broker.validation import field_errors
 
 M = TypeVar("M", bound=BaseModel)
@@ -24,6 +26,7 @@ Handler = Callable[[Request, Node, App], Awaitable[Response]]
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+MAX_JSON_DEPTH = 32
 
 
 def node_of(request: Request) -> Node:
@@ -62,15 +65,36 @@ def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
 
 
 def charge_request(node: Node, app: App) -> None:
-    """Spend one request of the app's budget (API calls, logins, session tunnels)."""
-    exhausted = node.api_allowed(app)
+    """Spend one request of the app's API budget (API calls, session tunnels)."""
+    limits = app.limits
+    exhausted = node.api_budgets.spend(app.id, limits.api_requests_per_second, limits.api_burst)
     if exhausted is not None:
-        wait = max(1, int(exhausted.seconds_until_token() + 0.999))
-        raise ApiError(
-            "rate_limited",
-            f"app {app.id} exceeded {app.limits.api_requests_per_second:g} requests/s",
-            headers={"retry-after": str(wait)},
-        )
+        _refuse(exhausted, f"app {app.id} exceeded {limits.api_requests_per_second:g} requests/s")
+
+
+def charge_login(request: Request, node: Node, app: App) -> None:
+    """Spend one login of the app's login budget and of the client address's: anybody
+    may try to log in, and junk logins must not starve the business server's API calls,
+    nor one address everybody else's logins."""
+    limits = app.limits
+    client = request.client.host if request.client is not None else "unknown"
+    exhausted = node.client_login_budgets.spend(
+        f"{app.id}\x00{client}",
+        limits.login_requests_per_second_per_client,
+        limits.login_burst_per_client,
+    )
+    if exhausted is not None:
+        _refuse(exhausted, "too many logins from this address; retry later")
+    exhausted = node.login_budgets.spend(
+        app.id, limits.login_requests_per_second, limits.login_burst
+    )
+    if exhausted is not None:
+        _refuse(exhausted, f"app {app.id} exceeded {limits.login_requests_per_second:g} logins/s")
+
+
+def _refuse(bucket: TokenBucket, detail: str) -> NoReturn:
+    wait = max(1, int(bucket.seconds_until_token() + 0.999))
+    raise ApiError("rate_limited", detail, headers={"retry-after": str(wait)})
 
 
 async def read_json(request: Request, node: Node, optional: bool = False) -> Any:
@@ -95,9 +119,40 @@ async def read_json(request: Request, node: Node, optional: bool = False) -> Any
     if media != "application/json" and not media.endswith("+json"):
         raise ApiError("unsupported_media_type", f"got content-type {media!r}")
     try:
-        return json.loads(body)
+        value = json.loads(body)
+    except RecursionError:
+        raise ApiError("malformed_json", "body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError("malformed_json", f"body is not valid JSON: {exc}") from None
+    _check_json(value)
+    return value
+
+
+def _check_json(value: Any) -> None:
+    """Refuse what JSON allows but the broker cannot carry: nesting deeper than
+    ``MAX_JSON_DEPTH`` (identity and meta travel in tokens and webhooks) and strings with
+    lone surrogates (``"\\udc00"`` decodes, but can be neither sent nor signed)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _is_unicode(item):
+                raise ApiError.invalid("(body)", "a string holds a lone surrogate (\\udXXX)")
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError.invalid("(body)", f"nested more than {MAX_JSON_DEPTH} levels deep")
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_body(model: type[M], raw: Any) -> M:
@@ -111,9 +166,20 @@ def parse_body(model: type[M], raw: Any) -> M:
         ) from None
 
 
+def path_id(request: Request, name: str) -> str:
+    """A tunnel id, user id or group name from the path, held to the rules of ids in
+    bodies (a group named in a path must be one a push can name too)."""
+    value: str = request.path_params[name]
+    try:
+        return check_id(value)
+    except ValueError as exc:
+        raise ApiError.invalid(name, str(exc), f"{name} is not a valid id") from None
+
+
 def page_args(request: Request) -> tuple[str | None, int]:
     raw_limit = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    # isascii: "²".isdigit() is true, and int() refuses it.
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise ApiError.invalid(
             "limit",
             f"integer from 1 to {MAX_PAGE}",

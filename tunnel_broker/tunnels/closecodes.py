@@ -36,3 +36,21 @@ CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
     CloseCode.TOKEN_EXPIRED: "The connect token expired; ask the business server for a new one.",
     CloseCode.REPLACED: "A newer connection took this tunnel over; do not reconnect this socket.",
 }
+
+
+_LABELLED = frozenset(int(code) for code in CloseCode) | {1005, 1006}
+
+
+def metric_label(code: int) -> str:
+    """The ``code`` label of a close in metrics: the broker's own codes (and 1005/1006) by
+    number, every other code by its range, so that clients, which choose the codes they
+    close with, cannot create label values at will."""
+    if code in _LABELLED:
+        return str(code)
+    if 1000 <= code <= 1999:
+        return "1xxx"
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"

@@ -18,7 +18,8 @@ from urllib.parse import parse_qs
 from tunnel_broker.apps import App
 from tunnel_broker.errors import BackendUnavailable, TokenExpired, TokenInvalid, TooManyTunnels
 from tunnel_broker.node import Node
-from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
+from tunnel_broker.tunnels.tokens import UnknownApp
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.webhooks import events
 
@@ -55,18 +56,24 @@ class ConnectHandler:
             return
         node = self.node
         metrics = node.metrics
+        apps = node.apps
         try:
-            claims = node.tokens.verify(_token_of(scope))
+            claims = node.tokens.verify(
+                _token_of(scope), is_known_app=lambda app_id: apps.get(app_id) is not None
+            )
         except TokenExpired:
             metrics.connects.labels("", "token_expired").inc()
             return await _refuse(send, CloseCode.TOKEN_EXPIRED, "token_expired")
+        except UnknownApp:
+            metrics.connects.labels("", "unknown_app").inc()
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
         except TokenInvalid:
             metrics.connects.labels("", "token_invalid").inc()
             return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
-        app = node.apps.get(claims.app_id)
-        if app is None:
+        app = apps.get(claims.app_id)
+        if app is None:  # removed since the check above
             metrics.connects.labels("", "unknown_app").inc()
-            return await _refuse(send, CloseCode.TOKEN_INVALID, "unknown_app")
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
         refusal = await self._refusal(app)
         if refusal is not None:
             metrics.connects.labels(app.id, refusal[1]).inc()
@@ -108,7 +115,7 @@ class ConnectHandler:
                 elif not reason:
                     reason = "connection_lost" if code in (1005, 1006) else "client_closed"
                 node.events.emit(app, events.closed(fragment, tunnel.tunnel_id, code, reason))
-                metrics.closes.labels(app.id, str(code)).inc()
+                metrics.closes.labels(app.id, metric_label(code)).inc()
 
     async def _refusal(self, app: App) -> tuple[int, str] | None:
         """Why this node cannot take a tunnel of ``app`` now, if it cannot. (The per-user

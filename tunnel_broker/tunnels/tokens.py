@@ -6,22 +6,67 @@ connect can land on any pod. Each app's tokens are signed with a key derived fro
 broker secret *and the app id* (itsdangerous salt), so a token can never be moved to
 another app, and expiry is checked separately from the signature so clients can tell
 "expired, fetch a new one" (4408) from "invalid" (4401).
+
+A token is ``<app id>~<payload>.<signature>``: the app id is in the clear so that a token
+is refused before any work is done for it (too long, an app id that cannot be, an app
+this broker does not know), and its payload is plain base64 JSON, never compressed, so
+nothing is inflated, ever. Only after the signature is verified is the payload decoded.
+Tokens of the earlier format (no ``~``) are refused: clients fetch a new connect URL.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, Serializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from tunnel_broker.errors import TokenError, TokenExpired, TokenInvalid
 
-__all__ = ["ConnectClaims", "TokenCodec", "TokenError", "TokenExpired", "TokenInvalid"]
+__all__ = [
+    "ConnectClaims",
+    "TokenCodec",
+    "TokenError",
+    "TokenExpired",
+    "TokenInvalid",
+    "UnknownApp",
+]
 
 TOKEN_VERSION = 1
 _SALT_PREFIX = "tunnel-broker.connect.v1:"
+SEPARATOR = "~"
+# Connect URLs must stay below 8 KB, the request-line limit of WebSocket handshakes; the
+# apps' max_token_claims_bytes is capped so that a minted token always fits.
+MAX_TOKEN_CHARS = 7168
+_APP_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+# Serializers of recently used apps; a broker with more apps rebuilds the others'.
+_CACHED_SERIALIZERS = 1024
+
+
+class UnknownApp(TokenInvalid):
+    """The token names an app this broker does not know."""
+
+
+class _PlainSerializer(Serializer[str]):
+    """itsdangerous' URL-safe serializer without its zlib compression: a payload is
+    base64 JSON, and a payload marked compressed is refused rather than inflated."""
+
+    def dump_payload(self, obj: Any) -> bytes:
+        return base64_encode(super().dump_payload(obj))
+
+    def load_payload(self, payload: bytes, serializer: Any = None) -> Any:
+        if payload.startswith(b"."):
+            raise TokenInvalid("compressed token payloads are not accepted")
+        try:
+            decoded = base64_decode(payload)
+        except Exception:
+            raise TokenInvalid("token payload is not base64") from None
+        return super().load_payload(decoded, serializer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,43 +132,66 @@ class TokenCodec:
         if not secret_keys or any(len(k) < 16 for k in secret_keys):
             raise ValueError("token secret keys must be at least 16 characters")
         self._keys = list(secret_keys)
-        self._serializers: dict[str, URLSafeSerializer] = {}
+        self._serializers: OrderedDict[str, _PlainSerializer] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"TokenCodec(keys=<{len(self._keys)} hidden>)"
 
-    def _serializer(self, app_id: str) -> URLSafeSerializer:
+    def _serializer(self, app_id: str) -> _PlainSerializer:
         serializer = self._serializers.get(app_id)
         if serializer is None:
-            serializer = URLSafeSerializer(self._keys, salt=_SALT_PREFIX + app_id)
+            serializer = _PlainSerializer(self._keys, salt=_SALT_PREFIX + app_id)
             self._serializers[app_id] = serializer
+            if len(self._serializers) > _CACHED_SERIALIZERS:
+                self._serializers.popitem(last=False)
+        else:
+            self._serializers.move_to_end(app_id)
         return serializer
 
+    @property
+    def cached_serializers(self) -> int:
+        return len(self._serializers)
+
     def mint(self, claims: ConnectClaims) -> str:
-        token = self._serializer(claims.app_id).dumps(claims.to_payload())
-        return token if isinstance(token, str) else token.decode()
+        signed = self._serializer(claims.app_id).dumps(claims.to_payload())
+        token = claims.app_id + SEPARATOR + signed
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError("claims too large for a connect token")
+        return token
 
-    def peek_app_id(self, token: str) -> str:
-        """The app id a token claims, unverified; only used to pick the verifying key."""
-        try:
-            _, payload = URLSafeSerializer(self._keys).loads_unsafe(token)
-        except Exception:  # itsdangerous raises assorted errors on garbage
-            raise TokenInvalid("token is malformed") from None
-        if not isinstance(payload, dict) or not isinstance(payload.get("a"), str):
-            raise TokenInvalid("token is malformed")
-        app_id: str = payload["a"]
-        return app_id
-
-    def verify(self, token: str, now: float | None = None) -> ConnectClaims:
-        """Return the claims of a genuine, unexpired token for the app it names."""
+    @staticmethod
+    def app_id_of(token: str) -> str:
+        """The app a token names, checked for form only (not for authenticity)."""
         if not token:
             raise TokenInvalid("token missing")
-        app_id = self.peek_app_id(token)
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenInvalid("token too long")
+        app_id, separator, _ = token.partition(SEPARATOR)
+        if not separator or not _APP_ID.match(app_id):
+            raise TokenInvalid("token is malformed")
+        return app_id
+
+    def verify(
+        self,
+        token: str,
+        now: float | None = None,
+        is_known_app: Callable[[str], bool] | None = None,
+    ) -> ConnectClaims:
+        """Return the claims of a genuine, unexpired token for the app it names.
+
+        With ``is_known_app``, a token of an app the broker does not know is refused
+        (``UnknownApp``) before its signature is even checked."""
+        app_id = self.app_id_of(token)
+        if is_known_app is not None and not is_known_app(app_id):
+            raise UnknownApp("token names an unknown app")
+        signed = token[len(app_id) + 1 :]
         try:
-            payload = self._serializer(app_id).loads(token)
-        except BadSignature:
+            payload = self._serializer(app_id).loads(signed)
+        except BadData:  # the signature, or (only for our own keys) the payload
             raise TokenInvalid("token signature invalid") from None
         claims = ConnectClaims.from_payload(payload)
+        if claims.app_id != app_id:
+            raise TokenInvalid("token payload names another app")
         if claims.expires_at <= (time.time() if now is None else now):
             raise TokenExpired("token expired")
         return claims

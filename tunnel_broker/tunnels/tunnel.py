@@ -87,7 +87,7 @@ class Tunnel:
         writer = self.writer
         if writer.write(message):
             return True
-        if writer.backlog >= writer.max_backlog:
+        if writer.overflowed:
             self.close(CloseCode.POLICY_VIOLATION, "slow_consumer")
         return False
 

@@ -3,8 +3,9 @@
 Pushes, replies and closes come from many tasks (a broadcast reaches thousands of sockets
 in one loop iteration), and none of them may wait for one slow client. So a write never
 blocks: it goes out at once when the transport is writable, which is nearly always, and
-otherwise joins a bounded backlog of this socket's own that a task drains in order. A
-client that lets its backlog fill up is a slow consumer; the caller closes it.
+otherwise joins a backlog of this socket's own that a task drains in order, bounded in
+messages and in bytes. A client that lets its backlog fill up is a slow consumer; the
+caller closes it.
 
 How "at once" works: uvicorn's sans-I/O WebSocket protocol suspends in ``send()`` only
 while waiting for the transport to become writable, before writing anything. Stepping the
@@ -27,10 +28,20 @@ ASGISend = Callable[[Message], Awaitable[None]]
 logger = logging.getLogger("tunnel_broker.tunnels.writer")
 
 MAX_BACKLOG = 1000
+# Bytes as well as messages: a thousand pushes of the largest allowed frame would
+# otherwise hold over a hundred megabytes for one slow socket.
+MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 
 # The loop keeps only weak references to tasks: closes finishing in the background are
 # held here until they are done.
 _background: set[asyncio.Task[None]] = set()
+
+
+def _size(message: Message) -> int:
+    payload = message.get("text")
+    if payload is None:
+        payload = message.get("bytes") or b""
+    return len(payload)  # characters for text: close enough for a bound
 
 
 def send_message(payload: str | bytes) -> Message:
@@ -59,12 +70,30 @@ def _step(send: ASGISend, message: Message) -> _Step:
 
 
 class SocketWriter:
-    __slots__ = ("_backlog", "_closed", "_send", "_task", "max_backlog")
+    __slots__ = (
+        "_backlog",
+        "_backlog_bytes",
+        "_closed",
+        "_send",
+        "_task",
+        "max_backlog",
+        "max_backlog_bytes",
+        "overflowed",
+    )
 
-    def __init__(self, send: ASGISend, max_backlog: int = MAX_BACKLOG) -> None:
+    def __init__(
+        self,
+        send: ASGISend,
+        max_backlog: int = MAX_BACKLOG,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+    ) -> None:
         self._send = send
         self.max_backlog = max_backlog
+        self.max_backlog_bytes = max_backlog_bytes
+        self._backlog_bytes = 0
         self._backlog: deque[Message] | None = None
+        # Set when a write was refused for a full backlog: the client is a slow consumer.
+        self.overflowed = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -75,18 +104,26 @@ class SocketWriter:
 
     def write(self, message: Message) -> bool:
         """Send or queue ``message``; False if it was not taken: the socket is gone, or
-        its backlog is full (a slow consumer), or the writer was closed."""
+        its backlog is full (a slow consumer: ``overflowed`` is set), or the writer was
+        closed."""
         if self._closed:
             return False
         backlog = self._backlog
         if backlog is not None:
-            if len(backlog) >= self.max_backlog:
+            size = _size(message)
+            if (
+                len(backlog) >= self.max_backlog
+                or self._backlog_bytes + size > self.max_backlog_bytes
+            ):
+                self.overflowed = True
                 return False
             backlog.append(message)
+            self._backlog_bytes += size
             return True
         step = _step(self._send, message)
         if step is _Step.WOULD_BLOCK:
             self._backlog = deque([message])
+            self._backlog_bytes = _size(message)
             self._task = asyncio.get_running_loop().create_task(self._drain())
         return step is not _Step.FAILED
 
@@ -95,12 +132,14 @@ class SocketWriter:
         try:
             while backlog:
                 await self._send(backlog[0])
-                backlog.popleft()
+                self._backlog_bytes -= _size(backlog.popleft())
         except Exception:
             logger.debug("backlog dropped: client disconnected")
         finally:
-            self._backlog = None
-            self._task = None
+            if self._backlog is backlog:  # not replaced by a close meanwhile
+                self._backlog = None
+                self._backlog_bytes = 0
+                self._task = None
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame, dropping whatever is still backlogged: a closing tunnel's
@@ -113,6 +152,7 @@ class SocketWriter:
             self._task.cancel()
             self._task = None
             self._backlog = None
+            self._backlog_bytes = 0
         message: Message = {"type": "websocket.close", "code": code, "reason": reason}
         if _step(self._send, message) is _Step.WOULD_BLOCK:
             task = asyncio.get_running_loop().create_task(self._close_later(message))

@@ -15,7 +15,9 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from tunnel_broker.apps import App
 from tunnel_broker.backend.base import Backend
-from tunnel_broker.errors import ActionError, BackendUnavailable
+from tunnel_broker.errors import ActionError, BackendUnavailable, TooManyGroups
+from tunnel_broker.logs import LogThrottle
+from tunnel_broker.metrics import Metrics
 from tunnel_broker.shapes import (
     CloseFields,
     GroupName,
@@ -33,6 +35,8 @@ from tunnel_broker.webhooks.events import EncodedEvent
 __all__ = ["ActionError", "ActionRunner", "default_tunnel"]
 
 logger = logging.getLogger("tunnel_broker.webhooks.actions")
+# A faulty receiver can answer every batch with bad actions: say so, without flooding.
+_errors = LogThrottle(logger)
 
 
 class _ActionBase(Strict):
@@ -87,6 +91,8 @@ def _plain_text_reply(raw: Any) -> tuple[str, str] | None:
     to, data = raw.get("to"), raw.get("data")
     if not isinstance(data, str) or not isinstance(to, dict) or to.keys() != {"tunnels"}:
         return None
+    if not data.isascii():
+        return None  # the validated path checks the text can be sent
     tunnel_ids = to["tunnels"]
     if not isinstance(tunnel_ids, list) or len(tunnel_ids) != 1:
         return None
@@ -97,9 +103,10 @@ def _plain_text_reply(raw: Any) -> tuple[str, str] | None:
 
 
 class ActionRunner:
-    def __init__(self, backend: Backend, hub: Hub) -> None:
+    def __init__(self, backend: Backend, hub: Hub, metrics: Metrics | None = None) -> None:
         self.backend = backend
         self.hub = hub
+        self.metrics = metrics
 
     async def run(
         self, app: App, events: list[EncodedEvent], actions: list[dict[str, Any]]
@@ -113,15 +120,16 @@ class ActionRunner:
                 action = _action_adapter.validate_python(raw)
                 await self._run_one(app, events, action)
             except ValidationError as exc:
-                logger.error(
-                    "app %s: webhook action #%d is invalid: %s", app.id, index, describe(exc)
-                )
-            except ActionError as exc:
-                logger.error("app %s: webhook action #%d skipped: %s", app.id, index, exc)
+                self._failed(app, "app %s: webhook action #%d is invalid: %s", index, describe(exc))
+            except (ActionError, TooManyGroups) as exc:
+                self._failed(app, "app %s: webhook action #%d skipped: %s", index, exc)
             except BackendUnavailable:
-                logger.error(
-                    "app %s: webhook action #%d failed: backend unavailable", app.id, index
-                )
+                self._failed(app, "app %s: webhook action #%d failed: %s", index, "backend down")
+
+    def _failed(self, app: App, message: str, index: int, why: object) -> None:
+        if self.metrics is not None:
+            self.metrics.webhook_bad_actions.labels(app.id).inc()
+        _errors.error(app.id, message, app.id, index, why)
 
     async def _run_one(
         self, app: App, events: list[EncodedEvent], action: SendAction | CloseAction | GroupAction
@@ -145,6 +153,8 @@ class ActionRunner:
                 reason = reason or ("rejected" if pending else "closed_by_business")
             await self.backend.close(app.id, Target.tunnel(tunnel_id), code, reason)
         elif action.type == "join":
-            await self.backend.join(app.id, tunnel_id, action.group)
+            await self.backend.join(
+                app.id, tunnel_id, action.group, app.limits.max_groups_per_tunnel
+            )
         else:
             await self.backend.leave(app.id, tunnel_id, action.group)

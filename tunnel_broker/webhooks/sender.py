@@ -18,12 +18,14 @@ from typing import Any
 from tunnel_broker.apps import App, AppRegistry
 from tunnel_broker.backoff import Backoff, parse_retry_after
 from tunnel_broker.errors import BodyTooLarge, WebhookHttpError
+from tunnel_broker.logs import LogThrottle
 from tunnel_broker.metrics import Metrics
 from tunnel_broker.webhooks.events import EncodedEvent, batch_body, new_id
 from tunnel_broker.webhooks.http_client import WebhookClient
 from tunnel_broker.webhooks.signing import WebhookSigner
 
 logger = logging.getLogger("tunnel_broker.webhooks.sender")
+_bad_replies = LogThrottle(logger)
 
 USER_AGENT = "tunnel-broker-webhooks/1"
 MAX_REPLY_BYTES = 4 * 1024 * 1024
@@ -154,8 +156,8 @@ class WebhookSender:
             return []
         try:
             reply = json.loads(content)
-        except (ValueError, UnicodeDecodeError):
-            self._bad_reply(app_id, "reply body is not JSON")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self._bad_reply(app_id, "reply body is not JSON (or is nested too deeply)")
             return []
         if not isinstance(reply, dict):
             self._bad_reply(app_id, "reply body is not a JSON object")
@@ -170,7 +172,9 @@ class WebhookSender:
         # A 2xx acknowledges the events whatever the body says; a body we cannot read
         # means the actions in it are lost, which the operator must hear about.
         self.metrics.webhook_bad_replies.labels(app_id).inc()
-        logger.error("app %s: webhook acknowledged, but its actions were ignored: %s", app_id, why)
+        _bad_replies.error(
+            app_id, "app %s: webhook acknowledged, but its actions were ignored: %s", app_id, why
+        )
 
     async def close(self) -> None:
         await self.http.close()

@@ -26,7 +26,12 @@ from tunnel_broker.wechat.code2session import (
     parse_response,
     request_params,
 )
-from tunnel_broker.wechat.errors import WeChatBusy, WeChatError, WeChatUnavailable
+from tunnel_broker.wechat.errors import (
+    UnexpectedResponse,
+    WeChatBusy,
+    WeChatError,
+    WeChatUnavailable,
+)
 from tunnel_broker.wechat.redaction import REDACTED, install_log_redaction, redact_query_secrets
 from tunnel_broker.wechat.retry import RetryPolicy
 
@@ -34,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 WECHAT_API_BASE = "https://api.weixin.qq.com"
 DEFAULT_RETRY_POLICY = RetryPolicy()
+MAX_ANSWER_BYTES = 64 * 1024
 DEFAULT_TIMEOUT = 5.0
 
 
@@ -93,7 +99,12 @@ class WeChatClient:
         self, appid: str, params: dict[str, str], hide: tuple[str, ...]
     ) -> Code2Session:
         try:
-            response = await self._http.get(self._url, params=params, timeout=self._timeout)
+            async with self._http.stream(
+                "GET", self._url, params=params, timeout=self._timeout
+            ) as response:
+                status = response.status_code
+                content_type = response.headers.get("content-type", "")
+                content = await _read_capped(response)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             error = WeChatUnavailable(f"cannot connect to {self.base_url}: {_describe(exc, hide)}")
             error.__cause__ = exc
@@ -104,11 +115,7 @@ class WeChatClient:
             ) from exc
         try:
             return parse_response(
-                response.status_code,
-                response.content,
-                appid=appid,
-                content_type=response.headers.get("content-type", ""),
-                hide=hide,
+                status, content, appid=appid, content_type=content_type, hide=hide
             )
         except WeChatBusy as busy:
             raise _Retryable(busy) from None
@@ -127,6 +134,22 @@ class WeChatClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The answer's body, refused past ``MAX_ANSWER_BYTES`` before it is all in memory:
+    jscode2session answers a few hundred bytes, anything much larger is not WeChat."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise UnexpectedResponse(
+                f"jscode2session answer exceeds {MAX_ANSWER_BYTES} bytes",
+                status_code=response.status_code,
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class _Retryable(Exception):

@@ -29,7 +29,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tunnel_broker.apps import App
-from tunnel_broker.backend.base import Backend, Page, TooManyTunnels, TunnelRecord
+from tunnel_broker.backend.base import (
+    Backend,
+    Page,
+    TooManyGroups,
+    TooManyTunnels,
+    TunnelRecord,
+)
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
 from tunnel_broker.backend.redis.health import RedisHealth
@@ -352,20 +358,24 @@ class RedisBackend(Backend):
         await self._publish(keys.BROADCAST, message)
         return count
 
-    async def _change_membership(self, app_id: str, tunnel_id: str, group: str, join: bool) -> bool:
+    async def _change_membership(
+        self, app_id: str, tunnel_id: str, group: str, join: bool, max_groups: int = 0
+    ) -> bool:
         node = await self.health.call(
-            self.registry.change_membership(app_id, tunnel_id, group, join)
+            self.registry.change_membership(app_id, tunnel_id, group, join, max_groups)
         )
         if not node:
             return False
+        if node == "!":
+            raise TooManyGroups(f"tunnel is already in {max_groups} groups")
         if node == self.node_id:
             self.hub.change_membership(app_id, tunnel_id, group, join)
         else:
             await self._publish(keys.node_channel(node), Membership(app_id, tunnel_id, group, join))
         return True
 
-    async def join(self, app_id: str, tunnel_id: str, group: str) -> bool:
-        return await self._change_membership(app_id, tunnel_id, group, join=True)
+    async def join(self, app_id: str, tunnel_id: str, group: str, max_groups: int) -> bool:
+        return await self._change_membership(app_id, tunnel_id, group, True, max_groups)
 
     async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool:
         return await self._change_membership(app_id, tunnel_id, group, join=False)

@@ -1,10 +1,11 @@
-"""Whether this pod can reach Redis, and the one path every Redis call's failure takes.
+"""Whether this pod can use Redis, and the one path every Redis call's failure takes.
 
-An unreachable Redis (connection refused, timeout) makes the pod unready until the lease
-loop reaches it again; while unready, calls fail fast with ``BackendUnavailable`` instead
-of each waiting for its own timeout. Redis answering with an error (a script bug,
-``maxmemory``, ``READONLY``) is logged and also reaches the caller as
-``BackendUnavailable``: the shared state could not be changed either way.
+An unreachable Redis (connection refused, timeout) or one answering with errors
+(``maxmemory`` reached, ``READONLY`` during a failover) makes the pod unready until the
+lease loop can write to it again; while unready, calls fail fast with
+``BackendUnavailable`` instead of each waiting for its own timeout or error. Either way
+the shared state could not be changed, and a pod that cannot register tunnels must not
+receive new ones.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class RedisHealth:
             self.healthy_since = time.monotonic()
 
     def mark_unhealthy(self, exc: BaseException) -> None:
-        if not is_outage(exc):
-            logger.error("redis command failed: %s", exc)
-            return
         if self.healthy:
-            logger.error("redis unreachable (%s): unready until it returns", type(exc).__name__)
+            if is_outage(exc):
+                why = f"unreachable ({type(exc).__name__})"
+            else:
+                why = f"answering with errors ({str(exc)[:200]})"
+            logger.error("redis %s: unready until it accepts writes again", why)
         self.healthy = False
 
     async def call(self, operation: Awaitable[T]) -> T:

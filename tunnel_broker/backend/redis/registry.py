@@ -143,12 +143,20 @@ class TunnelRegistry:
             pipe.zcard(index(app_id, name))
         return int(sum(await pipe.execute()))
 
-    async def change_membership(self, app_id: str, tunnel_id: str, group: str, join: bool) -> str:
-        """Join or leave a group in the record and the group index; the holding pod, or ""
-        when the tunnel is not open."""
+    async def change_membership(
+        self, app_id: str, tunnel_id: str, group: str, join: bool, max_groups: int = 0
+    ) -> str:
+        """Join or leave a group in the record and the group index; the holding pod, ""
+        when the tunnel is not open, or "!" when a join would exceed ``max_groups``."""
         node = await self._membership(
             keys=[keys.tunnel(app_id, tunnel_id)],
-            args=[group, tunnel_id, keys.group_prefix(app_id), "join" if join else "leave"],
+            args=[
+                group,
+                tunnel_id,
+                keys.group_prefix(app_id),
+                "join" if join else "leave",
+                max_groups,
+            ],
         )
         return str(node or "")
 

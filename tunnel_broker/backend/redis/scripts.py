@@ -47,12 +47,18 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS[1] tunnel record; ARGV: group, tunnel_id, group key prefix, "join"|"leave"
-# Returns the owning node, or "" if the tunnel is not open.
+# KEYS[1] tunnel record; ARGV: group, tunnel_id, group key prefix, "join"|"leave",
+#       max groups per tunnel (joins only)
+# Returns the owning node, "" if the tunnel is not open, or "!" when a join would put the
+# tunnel in more than the max groups (nothing changed).
 MEMBERSHIP = """
 local node = redis.call('HGET', KEYS[1], 'node')
 if not node then return '' end
 local groups = cjson.decode(redis.call('HGET', KEYS[1], 'groups') or '[]')
+if ARGV[4] == 'join' and #groups >= tonumber(ARGV[5]) then
+  for _, g in ipairs(groups) do if g == ARGV[1] then return node end end
+  return '!'
+end
 local out = {}
 local present = false
 for _, g in ipairs(groups) do
