@@ -35,3 +35,19 @@ async def check_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def until(condition: Callable[[], bool], turns: int = 100) -> None:
+    """Run the event loop (no sleeping) until ``condition`` holds; fail if it never does:
+    for unit tests whose events all happen within a few loop iterations."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
+
+
+async def settle(turns: int = 20) -> None:
+    """Let every ready task run (to show that something does *not* happen)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import pytest
 
+from tests.support.waiting import settle, until
 from tunnel_broker.apps import App, parse_apps
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -49,19 +50,6 @@ def make_tunnel(
     socket: FakeSocket, tunnel_id: str = "t1", user_id: str = "u1", groups: Iterable[str] = ()
 ) -> Tunnel:
     return Tunnel(APP, tunnel_id, user_id, {}, {}, set(groups), b"{}", socket.send)
-
-
-async def settle(turns: int = 20) -> None:
-    for _ in range(turns):
-        await asyncio.sleep(0)
-
-
-async def until(condition: Callable[[], bool], turns: int = 100) -> None:
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
 
 
 async def test_push_text_sends_a_text_frame() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
 
+from tests.support.waiting import settle, until
 from tunnel_broker.tunnels.writer import Message, SocketWriter, send_message
 
 
@@ -37,21 +37,6 @@ def text(payload: str) -> Message:
 
 def close_frame(code: int, reason: str) -> Message:
     return {"type": "websocket.close", "code": code, "reason": reason}
-
-
-async def until(condition: Callable[[], bool], turns: int = 100) -> None:
-    """Run the event loop until ``condition`` holds; fail if it never does."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never held")
-
-
-async def settle(turns: int = 20) -> None:
-    """Let every ready task run (to show that something does *not* happen)."""
-    for _ in range(turns):
-        await asyncio.sleep(0)
 
 
 def test_send_message_is_text_for_str_and_bytes_for_bytes() -> None:
