@@ -25,6 +25,7 @@ from tunnel_broker.webhooks.signing import InvalidSecret, decode_secret
 __all__ = ["App", "AppLimits", "AppRegistry", "AppsFileError", "load_apps_file", "parse_apps"]
 
 MIN_API_KEY_LENGTH = 16
+APP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -73,7 +74,7 @@ class AppLimits(BaseModel):
 class App(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    id: Annotated[str, Field(pattern=APP_ID_PATTERN)]
     api_keys: Annotated[list[str], Field(min_length=1)]
     webhook_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
     webhook_secrets: Annotated[list[str], Field(min_length=1)]

@@ -18,7 +18,8 @@ class Backoff:
     base: float = 0.5
     factor: float = 2.0
     cap: float = 30.0
-    rng: random.Random = field(default_factory=random.Random, compare=False)
+    # None: the module's shared generator (building a Random seeds it from the OS).
+    rng: random.Random | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.base < 0 or self.cap < 0:
@@ -34,7 +35,8 @@ class Backoff:
         backoff, spread so that many brokers retrying one peer do not synchronise, and
         never so short that a retry hammers a peer that just failed."""
         bound = self.bound(attempt)
-        return bound / 2 + bound / 2 * (rand or self.rng.random)()
+        draw = rand or (self.rng.random if self.rng is not None else random.random)
+        return bound / 2 + bound / 2 * draw()
 
 
 def parse_retry_after(value: str | None, now: float, limit: float) -> float | None:

@@ -20,6 +20,7 @@ Exception tree::
     │   └── AppsFileError       an apps file, or the apps stored in Redis
     ├── TokenError              a connect token is refused
     │   ├── TokenInvalid
+    │   │   └── UnknownApp      refused before its signature is checked
     │   └── TokenExpired
     ├── WebhookHttpError        a webhook request failed before a complete answer
     │   └── BodyTooLarge
@@ -182,6 +183,10 @@ class TokenInvalid(TokenError):
 
 class TokenExpired(TokenError):
     pass
+
+
+class UnknownApp(TokenInvalid):
+    """The token names an app this broker does not know."""
 
 
 class WebhookHttpError(BrokerError):

@@ -27,12 +27,21 @@ def check_id(value: str) -> str:
     return value
 
 
+def is_unicode(value: str) -> bool:
+    """Whether ``value`` can be sent and signed: JSON's ``"\\udc00"`` decodes to a lone
+    surrogate that UTF-8 cannot encode."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_text(value: str) -> None:
-    if not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    if not is_unicode(value):
+        raise ValueError("must be valid Unicode text (no lone surrogates)")
 
 
 def check_reason(value: str) -> str:

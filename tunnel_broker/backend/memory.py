@@ -48,17 +48,19 @@ class MemoryBackend(Backend):
 
     async def join(self, app_id: str, tunnel_id: str, group: str, max_groups: int) -> bool:
         tunnel = self.hub.open_tunnel(app_id, tunnel_id)
-        if tunnel is not None and group not in tunnel.groups and len(tunnel.groups) >= max_groups:
+        if tunnel is None:
+            return False
+        if group not in tunnel.groups and len(tunnel.groups) >= max_groups:
             raise TooManyGroups(f"tunnel is already in {max_groups} groups")
-        return self._change_membership(app_id, tunnel_id, group, join=True)
+        self.hub.join(tunnel, group)
+        return True
 
     async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool:
-        return self._change_membership(app_id, tunnel_id, group, join=False)
-
-    def _change_membership(self, app_id: str, tunnel_id: str, group: str, join: bool) -> bool:
-        if self.hub.open_tunnel(app_id, tunnel_id) is None:
+        tunnel = self.hub.open_tunnel(app_id, tunnel_id)
+        if tunnel is None:
             return False
-        return self.hub.change_membership(app_id, tunnel_id, group, join)
+        self.hub.leave(tunnel, group)
+        return True
 
     async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None:
         tunnel = self.hub.open_tunnel(app_id, tunnel_id)

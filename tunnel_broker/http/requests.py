@@ -18,7 +18,7 @@ from tunnel_broker.backend.base import Page
 from tunnel_broker.errors import ApiError
 from tunnel_broker.node import Node
 from tunnel_broker.ratelimit import TokenBucket
-from tunnel_broker.shapes import check_id
+from tunnel_broker.shapes import check_id, is_unicode
 from tunnel_broker.validation import field_errors
 
 M = TypeVar("M", bound=BaseModel)
@@ -136,7 +136,7 @@ def _check_json(value: Any) -> None:
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if not item.isascii() and not _is_unicode(item):
+            if not is_unicode(item):
                 raise ApiError.invalid("(body)", "a string holds a lone surrogate (\\udXXX)")
             continue
         if not isinstance(item, dict | list):
@@ -145,14 +145,6 @@ def _check_json(value: Any) -> None:
             raise ApiError.invalid("(body)", f"nested more than {MAX_JSON_DEPTH} levels deep")
         children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
         stack.extend((child, depth + 1) for child in children)
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_body(model: type[M], raw: Any) -> M:

@@ -16,10 +16,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from tunnel_broker.apps import App
-from tunnel_broker.errors import BackendUnavailable, TokenExpired, TokenInvalid, TooManyTunnels
+from tunnel_broker.errors import (
+    BackendUnavailable,
+    TokenExpired,
+    TokenInvalid,
+    TooManyTunnels,
+    UnknownApp,
+)
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
-from tunnel_broker.tunnels.tokens import UnknownApp
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.webhooks import events
 

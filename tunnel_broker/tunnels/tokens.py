@@ -26,7 +26,8 @@ from typing import Any
 from itsdangerous import BadData, Serializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from tunnel_broker.errors import TokenError, TokenExpired, TokenInvalid
+from tunnel_broker.apps import APP_ID_PATTERN
+from tunnel_broker.errors import TokenError, TokenExpired, TokenInvalid, UnknownApp
 
 __all__ = [
     "ConnectClaims",
@@ -43,13 +44,9 @@ SEPARATOR = "~"
 # Connect URLs must stay below 8 KB, the request-line limit of WebSocket handshakes; the
 # apps' max_token_claims_bytes is capped so that a minted token always fits.
 MAX_TOKEN_CHARS = 7168
-_APP_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+_APP_ID = re.compile(APP_ID_PATTERN)
 # Serializers of recently used apps; a broker with more apps rebuilds the others'.
 _CACHED_SERIALIZERS = 1024
-
-
-class UnknownApp(TokenInvalid):
-    """The token names an app this broker does not know."""
 
 
 class _PlainSerializer(Serializer[str]):
@@ -167,7 +164,7 @@ class TokenCodec:
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenInvalid("token too long")
         app_id, separator, _ = token.partition(SEPARATOR)
-        if not separator or not _APP_ID.match(app_id):
+        if not separator or not _APP_ID.fullmatch(app_id):
             raise TokenInvalid("token is malformed")
         return app_id
 

@@ -8,7 +8,6 @@ go through the backend like API calls do, so a reply reaches a tunnel wherever i
 from __future__ import annotations
 
 import logging
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
@@ -25,6 +24,7 @@ from tunnel_broker.shapes import (
     Payload,
     Strict,
     TargetModel,
+    check_id,
 )
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
@@ -61,7 +61,6 @@ class GroupAction(_ActionBase):
 
 Action = Annotated[SendAction | CloseAction | GroupAction, Field(discriminator="type")]
 
-_ID = re.compile(r"[^\s/]+\Z")  # the pattern of ``Id``
 _FAST_KEYS = frozenset({"type", "to", "data", "event_id"})
 _action_adapter: TypeAdapter[SendAction | CloseAction | GroupAction] = TypeAdapter(Action)
 
@@ -97,8 +96,12 @@ def _plain_text_reply(raw: Any) -> tuple[str, str] | None:
     if not isinstance(tunnel_ids, list) or len(tunnel_ids) != 1:
         return None
     tunnel_id = tunnel_ids[0]
-    if not isinstance(tunnel_id, str) or len(tunnel_id) > 128 or not _ID.match(tunnel_id):
+    if not isinstance(tunnel_id, str):
         return None
+    try:
+        check_id(tunnel_id)
+    except ValueError:
+        return None  # the validated path reports it
     return tunnel_id, data
 
 
