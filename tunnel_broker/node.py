@@ -50,6 +50,7 @@ class Node:
             self.apps, self.metrics, Backoff(cap=settings.webhook_retry_max_delay)
         )
         self.events = EventDelivery(self.apps, sender, self.actions.run)
+        self.backend.use_delivery(self.events)
         self.started = False
         self.draining = False
         self._stopped = False
@@ -148,7 +149,7 @@ class Node:
             now = time.monotonic()
             wall = time.time()
             for tunnel in self.hub:
-                if tunnel.closing:
+                if tunnel.closing or tunnel.held:
                     continue
                 if settings.idle_timeout and now - tunnel.last_activity > settings.idle_timeout:
                     tunnel.close(CloseCode.GOING_AWAY, "idle_timeout")

@@ -22,6 +22,7 @@ from tunnel_broker.config import Settings
 from tunnel_broker.http.app import BrokerApp
 from tunnel_broker.http.guard import FrontEndLimits, guarded_http_protocol
 from tunnel_broker.node import Node
+from tunnel_broker.tunnels.protocol import TunnelProtocol
 
 logger = logging.getLogger("tunnel_broker.server")
 
@@ -43,9 +44,10 @@ def uvicorn_config(app: BrokerApp, settings: Settings, apps: list[App]) -> uvico
         # Client addresses (per-client login budgets, logs) from trusted proxies only.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        # The sans-I/O implementation: no task per connection beyond the app's own, and
-        # the send semantics tunnels/writer.py relies on.
-        ws="websockets-sansio",
+        # uvicorn's sans-I/O implementation (no task per connection beyond the app's own,
+        # and the send semantics tunnels/writer.py relies on), with deadlines that wait
+        # while the broker holds a socket under back-pressure (tunnels/protocol.py).
+        ws=TunnelProtocol,
         ws_max_size=largest + _WS_FRAME_SLACK,
         ws_ping_interval=settings.ping_interval or None,
         ws_ping_timeout=settings.ping_timeout or None,

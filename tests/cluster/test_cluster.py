@@ -3,93 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.broker import app_config, new_secret
-from tests.support.receiver import WebhookReceiver, echo_messages
+from tests.support.broker import app_config
+from tests.support.cluster import LEASE, cluster_of
+from tests.support.receiver import WebhookReceiver
 from tests.support.redis_server import RedisServer
-from tests.support.servers import BrokerProcess, write_apps_file
+from tests.support.servers import BrokerProcess
 from tests.support.waiting import check_for
-
-LEASE = 2.0
-
-
-@dataclass
-class Cluster:
-    pods: list[BrokerProcess]
-    config: dict[str, Any]
-    receiver: WebhookReceiver
-    redis: RedisServer
-
-    def api(self, pod: int) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.pods[pod].url,
-            headers={"authorization": f"Bearer {self.config['api_keys'][0]}"},
-            timeout=10,
-        )
-
-    async def issue(self, pod: int, user_id: str, **body: Any) -> dict[str, Any]:
-        async with self.api(pod) as http:
-            response = await http.post("/v1/tunnels", json={"user_id": user_id, **body})
-            assert response.status_code == 201, response.text
-            result: dict[str, Any] = response.json()
-            return result
-
-    def on_pod(self, pod: int, issued: dict[str, Any]) -> str:
-        """The connect URL of ``issued`` pointed at pod ``pod`` (as a load balancer would)."""
-        path = issued["connect_url"].split("/v1/connect", 1)[1]
-        return f"ws://127.0.0.1:{self.pods[pod].port}/v1/connect{path}"
-
-
-@contextlib.asynccontextmanager
-async def cluster_of(
-    tmp_path: Path, redis_server: RedisServer, pods: int = 3
-) -> AsyncIterator[Cluster]:
-    receiver = WebhookReceiver(secret=new_secret(), on_events=echo_messages)
-    config = app_config("demo", receiver.url, receiver.secret)
-    apps = write_apps_file(tmp_path / "apps.json", [config])
-    processes = [
-        BrokerProcess(
-            [
-                "--apps-file",
-                str(apps),
-                "--backend",
-                "redis",
-                "--redis-url",
-                redis_server.url,
-                "--node-id",
-                f"pod-{i}",
-                "--lease-seconds",
-                str(LEASE),
-                "--drain-seconds",
-                "0.5",
-                "--log-level",
-                "info",
-            ],
-            env={"TB_SECRET_KEY": "cluster-test-secret-0123456789"},
-        )
-        for i in range(pods)
-    ]
-    async with receiver.serving():
-        try:
-            await asyncio.gather(*(p.start() for p in processes))
-            yield Cluster(processes, config, receiver, redis_server)
-        finally:
-            for p in processes:
-                p.stop()
 
 
 async def recv(ws: ClientConnection, seconds: float = 5) -> str | bytes:

@@ -43,6 +43,7 @@ class WebhookReceiver:
     attempts: int = 0
     rejected_signatures: int = 0
     port: int = field(default_factory=free_port)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
     def url(self) -> str:
@@ -86,8 +87,23 @@ class WebhookReceiver:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[WebhookReceiver]:
-        async with run_uvicorn(self.app(), self.port):
+        self._stack = contextlib.AsyncExitStack()
+        await self._stack.enter_async_context(run_uvicorn(self.app(), self.port))
+        try:
             yield self
+        finally:
+            await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def outage(self) -> AsyncIterator[None]:
+        """Inside the block the receiver is down (connections refused); it comes back
+        on the same port after, keeping what it received."""
+        await self._stack.aclose()
+        try:
+            yield
+        finally:
+            self._stack = contextlib.AsyncExitStack()
+            await self._stack.enter_async_context(run_uvicorn(self.app(), self.port))
 
 
 def echo_messages(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

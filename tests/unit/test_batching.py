@@ -63,7 +63,9 @@ def test_any_interleaving_keeps_per_tunnel_order_and_bounds(
         assert buf.in_flight, "events are queued but nothing can be sent"
         keys = sorted(buf.in_flight)
         batch_id = keys[next(choices, 0) % len(keys)]
-        for pending in buf.complete(batch_id):
+        done = buf.in_flight[batch_id]
+        buf.complete(batch_id)
+        for pending in done:
             delivered.setdefault(pending.event.tunnel_id, []).append(
                 json.loads(pending.event.body)["data"]
             )

@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tunnels.closecodes",
             "tunnels.tokens",
             "tunnels.writer",
+            "tunnels.protocol",
             "webhooks",
             "webhooks.signing",
             "webhooks.events",

@@ -17,6 +17,7 @@ from tunnel_broker.errors import BackendUnavailable, TooManyGroups, TooManyTunne
 from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks.delivery import EventDelivery
 
 __all__ = [
     "Backend",
@@ -83,6 +84,10 @@ class Backend(ABC):
 
     def ready(self) -> bool:
         return True
+
+    def use_delivery(self, delivery: EventDelivery) -> None:  # noqa: B027 - optional hook
+        """Event delivery, for backends that order events across pods (it is built after
+        the backend)."""
 
     def session_store(self) -> SessionStore:
         """Where WeChat login sessions live with this backend."""

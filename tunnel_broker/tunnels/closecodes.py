@@ -38,6 +38,12 @@ CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
 }
 
 
+# Closes for abuse: what the client sends after one is not relayed (nor after a
+# rejection, 4403). After any other close (a takeover, a shutdown, the business server's),
+# messages the client sent before it saw the close frame still reach the business
+# server, before ``tunnel.closed``.
+ABUSE_REASONS = frozenset({"rate_limited", "message_too_big"})
+
 _LABELLED = frozenset(int(code) for code in CloseCode) | {1005, 1006}
 
 

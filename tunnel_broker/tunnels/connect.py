@@ -149,15 +149,15 @@ class ConnectHandler:
         app_id = app.id
         fragment = tunnel.fragment
         tunnel_id = tunnel.tunnel_id
-        await tunnel.wait_approved()
+        await _holding(tunnel, tunnel.wait_approved())
         while True:
             if queue.full:
-                await queue.wait_for_room()
+                await _holding(tunnel, queue.wait_for_room())
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
                 return int(message.get("code", 1005)), str(message.get("reason") or "")
-            if kind != "websocket.receive" or tunnel.close_code is not None:
+            if kind != "websocket.receive" or not tunnel.relays:
                 continue
             text = message.get("text")
             payload: str | bytes = text if text is not None else message.get("bytes") or b""
@@ -175,3 +175,21 @@ class ConnectHandler:
             tunnel.last_activity = now
             messages_in[app_id] += 1
             queue.emit(events.message(fragment, tunnel_id, payload))
+
+
+async def _holding(tunnel: Tunnel, wait: Awaitable[None]) -> None:
+    """Stop reading ``tunnel`` until ``wait`` is done: back-pressure, not loss.
+
+    The client's messages meanwhile wait unread (in the kernel, then in its own socket),
+    and its keepalive answers with them (``tunnels/protocol.py`` lets no deadline run
+    out while it holds them). What it sent at its allowed rate meanwhile then arrives at
+    once and is not charged as a burst (``TokenBucket.forgive``)."""
+    started = monotonic()
+    tunnel.held = True
+    try:
+        await wait
+    finally:
+        tunnel.held = False
+        now = monotonic()
+        tunnel.bucket.forgive(now - started, now)
+        tunnel.last_activity = now

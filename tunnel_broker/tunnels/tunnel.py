@@ -13,7 +13,7 @@ from typing import Any
 
 from tunnel_broker.apps import App
 from tunnel_broker.ratelimit import TokenBucket
-from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.closecodes import ABUSE_REASONS, CloseCode
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
 
 
@@ -27,6 +27,7 @@ class Tunnel:
         "connected_at",
         "fragment",
         "groups",
+        "held",
         "identity",
         "last_activity",
         "meta",
@@ -63,6 +64,9 @@ class Tunnel:
         self.approved: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_code: int | None = None
         self.close_reason = ""
+        # Set while the broker deliberately does not read this socket (waiting for the
+        # business server): the tunnel is not idle, whatever its last activity says.
+        self.held = False
         # Set when this socket's tunnel.closed is not ours to report: a newer socket took
         # the tunnel over, or another pod already reported it.
         self.replaced = False
@@ -74,6 +78,16 @@ class Tunnel:
     @property
     def closing(self) -> bool:
         return self.close_code is not None
+
+    @property
+    def relays(self) -> bool:
+        """Whether a message read now reaches the business server: always while open;
+        after a close, unless the business server rejected the tunnel or the close was
+        for abuse (``closecodes.ABUSE_REASONS``)."""
+        code = self.close_code
+        if code is None:
+            return True
+        return code != CloseCode.REJECTED and self.close_reason not in ABUSE_REASONS
 
     def push(self, payload: str | bytes) -> bool:
         """Send one payload to the client; False when the tunnel is closing."""

@@ -13,6 +13,10 @@ When to send:
   only if it is slow (the oldest waiting event is ``spill`` old, or a batch is full) does
   a further request start in parallel, up to ``concurrency``.
 
+A tunnel can also be *held*: its events wait, in order, until it is released. A pod
+holds a tunnel whose earlier events another pod has not delivered yet (a takeover or a
+reconnect across pods), so that new events never overtake old ones.
+
 The queue as a whole is bounded; when it is full the caller stops reading from that app's
 sockets instead of dropping anything.
 """
@@ -61,6 +65,9 @@ class EventBuffer:
         self.queue: deque[Pending] = deque()
         self.in_flight: dict[int, list[Pending]] = {}
         self.busy_tunnels: set[str] = set()
+        self.held: set[str] = set()
+        # Undelivered events per tunnel (queued or in flight).
+        self.pending: dict[str, int] = {}
         self.events = 0
         self.bytes = 0
         self._next_batch = 0
@@ -80,16 +87,32 @@ class EventBuffer:
         self._gap = pending.queued_at - self._last_push
         self._last_push = pending.queued_at
         self.queue.append(pending)
+        self._count(pending)
+
+    def push_older(self, older: list[Pending]) -> None:
+        """Queue events that happened before everything queued (another pod's, handed
+        over): they go first."""
+        self.queue.extendleft(reversed(older))
+        for pending in older:
+            self._count(pending)
+
+    def _count(self, pending: Pending) -> None:
         self.events += 1
         self.bytes += len(pending.event.body)
+        tunnel_id = pending.event.tunnel_id
+        self.pending[tunnel_id] = self.pending.get(tunnel_id, 0) + 1
+
+    def _blocked(self) -> set[str]:
+        held = self.held
+        return self.busy_tunnels | held if held else self.busy_tunnels
 
     def _first_sendable(self) -> Pending | None:
-        busy = self.busy_tunnels
+        blocked = self._blocked()
         limit = self.batch_events * SCAN_FACTOR
         for index, pending in enumerate(self.queue):
             if index >= limit:
                 return None
-            if pending.event.tunnel_id not in busy:
+            if pending.event.tunnel_id not in blocked:
                 return pending
         return None
 
@@ -115,7 +138,7 @@ class EventBuffer:
         and byte bounds (a single larger event still goes, alone)."""
         batch: list[Pending] = []
         kept: deque[Pending] = deque()
-        blocked = set(self.busy_tunnels)
+        blocked = set(self._blocked())
         size = 0
         scanned = 0
         limit = self.batch_events * SCAN_FACTOR
@@ -142,11 +165,21 @@ class EventBuffer:
         self.in_flight[batch_id] = batch
         return batch_id, batch
 
-    def complete(self, batch_id: int) -> list[Pending]:
-        """A batch was acknowledged; forget it and free its tunnels."""
+    def complete(self, batch_id: int) -> list[str]:
+        """A batch was acknowledged: forget it and free its tunnels. Returns the tunnels
+        that have no undelivered event left."""
         batch = self.in_flight.pop(batch_id)
+        counts = self.pending
+        drained = []
         for pending in batch:
-            self.busy_tunnels.discard(pending.event.tunnel_id)
+            tunnel_id = pending.event.tunnel_id
+            self.busy_tunnels.discard(tunnel_id)
+            left = counts[tunnel_id] - 1
+            if left:
+                counts[tunnel_id] = left
+            else:
+                del counts[tunnel_id]
+                drained.append(tunnel_id)
         self.events -= len(batch)
         self.bytes -= sum(len(p.event.body) for p in batch)
-        return batch
+        return drained

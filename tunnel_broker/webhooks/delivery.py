@@ -56,6 +56,8 @@ class AppEventQueue:
         # emit itself.
         self._wake_on_emit = True
         self._requests: set[asyncio.Task[None]] = set()
+        # Callbacks for tunnels whose last undelivered event someone waits for.
+        self._drained: dict[str, list[Callable[[], None]]] = {}
         self._dispatcher = self.loop.create_task(self._dispatch(), name=f"webhooks:{app.id}")
 
     @property
@@ -76,6 +78,37 @@ class AppEventQueue:
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
+
+    def pending_of(self, tunnel_id: str) -> int:
+        """The tunnel's events not yet acknowledged (queued or in flight)."""
+        return self.buffer.pending.get(tunnel_id, 0)
+
+    def when_drained(self, tunnel_id: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the tunnel has no undelivered event (now if it has none)."""
+        if tunnel_id not in self.buffer.pending:
+            callback()
+        else:
+            self._drained.setdefault(tunnel_id, []).append(callback)
+
+    def hold(self, tunnel_id: str) -> None:
+        """Deliver none of the tunnel's events until ``release`` (they keep their order)."""
+        self.buffer.held.add(tunnel_id)
+
+    def release(self, tunnel_id: str) -> None:
+        if tunnel_id in self.buffer.held:
+            self.buffer.held.discard(tunnel_id)
+            self._wakeup.set()
+
+    def emit_older(self, older: list[EncodedEvent]) -> None:
+        """Queue events that happened before everything queued (handed over by a pod
+        that stopped): they are delivered first. Always accepted, like closes."""
+        now = self.loop.time()
+        self.buffer.push_older([Pending(event, None, now) for event in older])
+        self.idle.clear()
+        self._wakeup.set()
+        if not self.buffer.has_room:
+            self.full = True
+            self._room.clear()
 
     async def _dispatch(self) -> None:
         buffer = self.buffer
@@ -108,10 +141,14 @@ class AppEventQueue:
                 await delivery.on_actions(app, events, actions)
             except Exception:
                 logger.exception("app %s: carrying out webhook actions failed", self.app_id)
-        self.buffer.complete(batch_id)
+        drained = self.buffer.complete(batch_id)
         for pending in batch:
             if pending.on_delivered is not None:
                 pending.on_delivered()
+        if self._drained:
+            for tunnel_id in drained:
+                for callback in self._drained.pop(tunnel_id, ()):
+                    callback()
         if self.buffer.has_room:
             self.full = False
             self._room.set()
@@ -143,6 +180,11 @@ class EventDelivery:
 
     def emit(self, app: App, event: EncodedEvent, on_delivered: OnDelivered | None = None) -> None:
         self.queue(app).emit(event, on_delivered)
+
+    def queue_of(self, app_id: str) -> AppEventQueue | None:
+        """The app's queue by id, made if needed; None for an app not (or no longer) known."""
+        app = self.apps.get(app_id)
+        return None if app is None else self.queue(app)
 
     def depths(self) -> dict[str, int]:
         return {app_id: q.depth for app_id, q in self._queues.items()}

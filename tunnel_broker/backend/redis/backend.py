@@ -43,22 +43,23 @@ from tunnel_broker.backend.redis.leases import LostTunnelReporter, NodeLeases
 from tunnel_broker.backend.redis.messages import (
     Close,
     ControlMessage,
-    MalformedMessage,
     Membership,
     Push,
+    Released,
     Replace,
-    decode,
     encode,
 )
+from tunnel_broker.backend.redis.order import EventOrder
 from tunnel_broker.backend.redis.registry import TunnelRegistry
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
+from tunnel_broker.backend.redis.subscription import Subscription
 from tunnel_broker.backend.sessions import SessionStore
-from tunnel_broker.backoff import Backoff
 from tunnel_broker.errors import BackendUnavailable
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks.delivery import EventDelivery
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -86,24 +87,29 @@ class RedisBackend(Backend):
             socket_connect_timeout=max(1.0, lease_seconds / 3),
             retry_on_timeout=False,
         )
-        # Pub/sub blocks on reads indefinitely, so it gets a client without read timeouts.
-        self.subscriber: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=max(1.0, lease_seconds / 3),
-            socket_keepalive=True,
-        )
         self.health = RedisHealth()
+        self.subscription = Subscription(url, node_id, self.health, max(1.0, lease_seconds / 3))
         self.registry = TunnelRegistry(self.redis, node_id)
-        self.leases = NodeLeases(self.redis, self.registry, node_id, lease_seconds, report_lost)
-        self.reconnect_backoff = Backoff(base=0.1, cap=2.0)
+        self.leases = NodeLeases(
+            self.redis,
+            self.registry,
+            node_id,
+            lease_seconds,
+            report_lost,
+            lambda app_id, tunnel_id: self.order.let_go(app_id, tunnel_id),
+        )
+        self.order = EventOrder(
+            self.registry,
+            self.leases,
+            hub,
+            node_id,
+            self._publish,
+            poll_seconds=min(1.0, lease_seconds / 8),
+        )
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.
         self._conns: dict[Tunnel, str] = {}
-        # Set while the pod is subscribed to its channels: a pod that cannot hear the
-        # others' messages is not ready, and does not repair its index entries until it
-        # can (pushes routed to it meanwhile would be lost).
-        self._subscribed = asyncio.Event()
+        self._subscribed = self.subscription.subscribed
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self.on_apps_changed: Hook | None = None
@@ -128,7 +134,11 @@ class RedisBackend(Backend):
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._lease_loop(), name="redis-lease"),
-            loop.create_task(self._subscriber_loop(), name="redis-subscriber"),
+            loop.create_task(
+                self.subscription.run(self._apply, lambda: self.on_apps_changed),
+                name="redis-subscriber",
+            ),
+            loop.create_task(self.order.run(), name="redis-event-order"),
         ]
         if self.health.healthy:
             with contextlib.suppress(TimeoutError):
@@ -143,13 +153,17 @@ class RedisBackend(Backend):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.order.stop()
         with contextlib.suppress(RedisError):
             await self.leases.goodbye()
         await self.redis.aclose()
-        await self.subscriber.aclose()
+        await self.subscription.close()
 
     def ready(self) -> bool:
         return self.health.healthy and self._subscribed.is_set()
+
+    def use_delivery(self, delivery: EventDelivery) -> None:
+        self.order.delivery = delivery
 
     def session_store(self) -> SessionStore:
         return RedisSessionStore(self.redis, self.health)
@@ -196,64 +210,12 @@ class RedisBackend(Backend):
             # reconnect (to any pod) so that the business server hears of them again.
             self.hub.close_all_replaced(CloseCode.SERVICE_RESTART, "node_lost")
             return
-        held = {(t.app.id, t.tunnel_id): t for t in self.hub}
-        for app_id, tunnel_id in await self.registry.listed(self.node_id):
-            if (app_id, tunnel_id) in held:
-                continue
-            holder = await self.registry.holder(app_id, tunnel_id)
-            if holder is not None and holder.node == self.node_id:
-                await self.registry.remove(app_id, tunnel_id, holder.user_id, holder.conn)
-            await self.registry.unlist(self.node_id, app_id, tunnel_id)
-        for tunnel in held.values():
-            if not tunnel.closing:
-                await self.registry.write(tunnel, self._conn(tunnel))
+        await self.registry.reconcile([(t, self._conn(t)) for t in self.hub])
 
     # ---- pub/sub ------------------------------------------------------------------------
 
     async def _publish(self, channel: str, message: ControlMessage) -> None:
         await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
-
-    async def _subscriber_loop(self) -> None:
-        attempt = 0
-        while True:
-            pubsub = self.subscriber.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(
-                    keys.node_channel(self.node_id), keys.BROADCAST, keys.APPS_CHANGED
-                )
-                self._subscribed.set()
-                attempt = 0
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        # Awaited in turn: messages are applied in the order published.
-                        await self._on_message(message["channel"], message["data"])
-            except RedisError as exc:
-                self.health.mark_unhealthy(exc)
-            except Exception:
-                logger.exception("pub/sub reader failed; reconnecting")
-            finally:
-                self._subscribed.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            attempt += 1
-            await asyncio.sleep(self.reconnect_backoff.delay(attempt))
-
-    async def _on_message(self, channel: str, data: str) -> None:
-        if channel == keys.APPS_CHANGED:
-            if self.on_apps_changed is not None:
-                await self.on_apps_changed()
-            return
-        try:
-            sender, message = decode(data)
-        except MalformedMessage as exc:
-            logger.error("pub/sub message on %s skipped: %s", channel, exc)
-            return
-        if channel == keys.BROADCAST and sender == self.node_id:
-            return  # applied locally before publishing
-        try:
-            await self._apply(message)
-        except Exception:
-            logger.exception("pub/sub message on %s could not be applied", channel)
 
     async def _apply(self, message: ControlMessage) -> None:
         """Carry out another pod's message on this pod's tunnels, through the hub."""
@@ -266,6 +228,8 @@ class RedisBackend(Backend):
             old = hub.get(message.app_id, message.tunnel_id)
             if old is not None and self._conns.get(old) == message.conn:
                 old.close_replaced(CloseCode.REPLACED, "replaced")
+        elif isinstance(message, Released):
+            await self.order.released(message.app_id, message.tunnel_id)
         else:
             hub.change_membership(message.app_id, message.tunnel_id, message.group, message.join)
 
@@ -287,6 +251,7 @@ class RedisBackend(Backend):
             self._conns.pop(tunnel, None)
             raise TooManyTunnels(tunnel.user_id)
         took_over_here = self.hub.attach(tunnel) is not None
+        self.order.attached(app_id, tunnel.tunnel_id, written.owed)
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
         for group in set(written.groups) - tunnel.groups:
             self.hub.join(tunnel, group)
@@ -305,13 +270,17 @@ class RedisBackend(Backend):
         conn = self._conns.pop(tunnel, None)
         if conn is None or not self.health.healthy:
             return  # repaired when Redis returns
-        app_id = tunnel.app.id
+        app_id, tunnel_id = tunnel.app.id, tunnel.tunnel_id
+        owes = self.order.owes(app_id, tunnel_id, reports_closed=not tunnel.replaced)
         try:
-            await self.registry.remove(app_id, tunnel.tunnel_id, tunnel.user_id, conn)
-            if self.hub.get(app_id, tunnel.tunnel_id) is None:
-                await self.registry.unlist(self.node_id, app_id, tunnel.tunnel_id)
+            await self.registry.remove(
+                app_id, tunnel_id, tunnel.user_id, conn, self.node_id if owes else ""
+            )
+            if self.hub.get(app_id, tunnel_id) is None:
+                await self.registry.unlist(self.node_id, app_id, tunnel_id)
         except RedisError as exc:
             self.health.mark_unhealthy(exc)
+        self.order.let_go(app_id, tunnel_id)
 
     async def _owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
         return await self.health.call(self.registry.owners(app_id, tunnel_ids))

@@ -14,6 +14,11 @@ def tunnel(app_id: str, tunnel_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:t:{tunnel_id}"
 
 
+def owed(app_id: str, tunnel_id: str) -> str:
+    """Set of pods that may hold undelivered events of a tunnel (scripts.py)."""
+    return f"{PREFIX}:{{{app_id}}}:o:{tunnel_id}"
+
+
 def user_index(app_id: str, user_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:u:{user_id}"
 

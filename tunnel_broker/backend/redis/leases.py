@@ -23,6 +23,8 @@ logger = logging.getLogger("tunnel_broker.backend.redis")
 
 # Reports a lost tunnel: (app_id, tunnel_id, user_id, identity, meta)
 LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any]], None]
+# Called once a reaped tunnel's closed report is queued: (app_id, tunnel_id)
+LetGo = Callable[[str, str], None]
 
 
 class NodeLeases:
@@ -33,12 +35,14 @@ class NodeLeases:
         node_id: str,
         lease_seconds: float,
         report_lost: LostTunnelReporter,
+        let_go: LetGo,
     ) -> None:
         self.redis = client
         self.registry = registry
         self.node_id = node_id
         self.lease_seconds = lease_seconds
         self.report_lost = report_lost
+        self.let_go = let_go
 
     async def renew(self) -> None:
         # Expiry at three quarters of the lease, checked every eighth: a dead pod's tunnels
@@ -46,6 +50,15 @@ class NodeLeases:
         # (a slow Redis, a long pause) before anyone thinks it dead.
         expiry = time.time() + self.lease_seconds * 0.75
         await self.redis.zadd(keys.NODES, {self.node_id: expiry})
+
+    async def alive(self, nodes: list[str]) -> set[str]:
+        """Those of ``nodes`` whose lease has not expired."""
+        pipe = self.redis.pipeline(transaction=False)
+        for node in nodes:
+            pipe.zscore(keys.NODES, node)
+        now = time.time()
+        scores = await pipe.execute()
+        return {n for n, s in zip(nodes, scores, strict=True) if s is not None and s >= now}
 
     async def take_reaped_marker(self) -> bool:
         """Whether other pods reported this pod's tunnels closed while it was cut off
@@ -79,9 +92,15 @@ class NodeLeases:
             holder = await self.registry.holder(app_id, tunnel_id)
             if holder is None or holder.node != node_id:
                 continue  # closed, or taken over by a live pod meanwhile
-            if await self.registry.remove(app_id, tunnel_id, holder.user_id, holder.conn):
+            # This pod reports the tunnel closed now: it owes that event in the dead
+            # pod's place (order.py).
+            removed = await self.registry.remove(
+                app_id, tunnel_id, holder.user_id, holder.conn, self.node_id, node_id
+            )
+            if removed.removed:
                 lost += 1
                 self.report_lost(app_id, tunnel_id, holder.user_id, holder.identity, holder.meta)
+                self.let_go(app_id, tunnel_id)
         await self.redis.delete(keys.node_tunnels(node_id))
         if announce:
             await self.redis.zrem(keys.NODES, node_id)

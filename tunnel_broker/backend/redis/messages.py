@@ -65,7 +65,15 @@ class Membership:
     join: bool
 
 
-ControlMessage = Push | Close | Replace | Membership
+@dataclass(frozen=True, slots=True)
+class Released:
+    """The sender delivered every event it held of ``tunnel_id`` (``order.py``)."""
+
+    app_id: str
+    tunnel_id: str
+
+
+ControlMessage = Push | Close | Replace | Membership | Released
 
 
 def encode(message: ControlMessage, sender: str) -> str:
@@ -97,6 +105,13 @@ def encode(message: ControlMessage, sender: str) -> str:
             "kind": "tunnels",
             "ids": [message.tunnel_id],
             "conn": message.conn,
+        }
+    elif isinstance(message, Released):
+        wire = {
+            "op": "released",
+            "app": message.app_id,
+            "kind": "tunnels",
+            "ids": [message.tunnel_id],
         }
     else:
         wire = {
@@ -165,6 +180,8 @@ def decode(data: str | bytes) -> tuple[str, ControlMessage]:
         message = Close(app_id, target, _field(wire, "code", int), _field(wire, "reason", str))
     elif op == "replace":
         message = Replace(app_id, _single(target), _field(wire, "conn", str))
+    elif op == "released":
+        message = Released(app_id, _single(target))
     elif op in ("join", "leave"):
         message = Membership(app_id, _single(target), _field(wire, "group", str), op == "join")
     else:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from tunnel_broker.backend.base import Page, TunnelRecord
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.scripts import ATTACH, DETACH, MEMBERSHIP
+from tunnel_broker.backend.redis.scripts import ATTACH, DETACH, MEMBERSHIP, SETTLE
 from tunnel_broker.tunnels.tunnel import Tunnel
 
 
@@ -49,6 +49,15 @@ class Written:
     previous_node: str
     previous_conn: str
     groups: list[str]  # the tunnel's groups, old and new
+    owed: list[str]  # pods that may hold undelivered events of the tunnel
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What a removal found."""
+
+    removed: bool  # the record was the connection's, and is gone
+    holder: str  # the pod holding the tunnel now, or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +78,18 @@ class TunnelRegistry:
         self._attach = client.register_script(ATTACH)
         self._detach = client.register_script(DETACH)
         self._membership = client.register_script(MEMBERSHIP)
+        self._settle = client.register_script(SETTLE)
 
     async def write(self, tunnel: Tunnel, conn: str, limit: int = 0) -> Written | None:
         """Record ``tunnel`` as held by this pod's connection ``conn``; None when a new
         tunnel would exceed the user's ``limit`` (0: no check)."""
         app_id = tunnel.app.id
         result: list[Any] = await self._attach(
-            keys=[keys.tunnel(app_id, tunnel.tunnel_id), keys.user_index(app_id, tunnel.user_id)],
+            keys=[
+                keys.tunnel(app_id, tunnel.tunnel_id),
+                keys.user_index(app_id, tunnel.user_id),
+                keys.owed(app_id, tunnel.tunnel_id),
+            ],
             args=[
                 self.node_id,
                 conn,
@@ -94,16 +108,38 @@ class TunnelRegistry:
         await self.redis.sadd(
             keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
         )
-        old_node, old_conn, merged = result
-        return Written(str(old_node), str(old_conn), list(json.loads(merged)))
-
-    async def remove(self, app_id: str, tunnel_id: str, user_id: str, conn: str) -> bool:
-        """Remove a tunnel's record and index entries if connection ``conn`` still owns it."""
-        removed = await self._detach(
-            keys=[keys.tunnel(app_id, tunnel_id), keys.user_index(app_id, user_id)],
-            args=[conn, tunnel_id, keys.group_prefix(app_id)],
+        old_node, old_conn, merged, owed = result
+        return Written(
+            str(old_node), str(old_conn), list(json.loads(merged)), texts(json.loads(owed))
         )
-        return bool(removed)
+
+    async def remove(
+        self,
+        app_id: str,
+        tunnel_id: str,
+        user_id: str,
+        conn: str,
+        owes: str = "",
+        settled: str = "",
+    ) -> Removed:
+        """Remove a tunnel's record and index entries if connection ``conn`` still owns it;
+        put pod ``owes`` on the tunnel's owed set and take pod ``settled`` off it."""
+        removed, holder = await self._detach(
+            keys=[
+                keys.tunnel(app_id, tunnel_id),
+                keys.user_index(app_id, user_id),
+                keys.owed(app_id, tunnel_id),
+            ],
+            args=[conn, tunnel_id, keys.group_prefix(app_id), owes, settled],
+        )
+        return Removed(bool(removed), str(holder))
+
+    async def settle(self, app_id: str, tunnel_id: str, nodes: list[str]) -> tuple[str, list[str]]:
+        """Take ``nodes`` off the tunnel's owed set; ``(holding pod or "", pods left)``."""
+        holder, owed = await self._settle(
+            keys=[keys.tunnel(app_id, tunnel_id), keys.owed(app_id, tunnel_id)], args=nodes
+        )
+        return str(holder), texts(json.loads(owed))
 
     async def unlist(self, node_id: str, app_id: str, tunnel_id: str) -> None:
         """Drop a tunnel from a pod's clean-up list."""
@@ -113,6 +149,22 @@ class TunnelRegistry:
         """``(app_id, tunnel_id)`` of every tunnel on a pod's clean-up list."""
         members = texts(await self.redis.smembers(keys.node_tunnels(node_id)))
         return [keys.split_member(m) for m in members]
+
+    async def reconcile(self, open_here: list[tuple[Tunnel, str]]) -> None:
+        """After an outage: drop the records of tunnels this pod no longer holds, and
+        rewrite those of ``open_here`` (tunnels with their connection ids) that are not
+        closing: a Redis restart may have lost them."""
+        here = {(t.app.id, t.tunnel_id) for t, _ in open_here}
+        for app_id, tunnel_id in await self.listed(self.node_id):
+            if (app_id, tunnel_id) in here:
+                continue
+            holder = await self.holder(app_id, tunnel_id)
+            if holder is not None and holder.node == self.node_id:
+                await self.remove(app_id, tunnel_id, holder.user_id, holder.conn)
+            await self.unlist(self.node_id, app_id, tunnel_id)
+        for tunnel, conn in open_here:
+            if not tunnel.closing:
+                await self.write(tunnel, conn)
 
     async def holder(self, app_id: str, tunnel_id: str) -> Holder | None:
         raw = mapping(await self.redis.hgetall(keys.tunnel(app_id, tunnel_id)))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-# KEYS[1] tunnel record, KEYS[2] user index
+# The *owed* set of a tunnel (KEYS[3] below) names the pods that may still hold events of
+# it not yet delivered; a pod holding the tunnel delivers none of its own until every
+# other pod is off that set (docs/design.md, "Event order across pods").
+
+# KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
 # ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
 #       group key prefix, max tunnels per user (0: no check)
-# Returns {previous node or "", previous conn or "", merged groups json}, or {"!"} when a
-# new tunnel would exceed the user's limit.
+# A takeover from another pod puts that pod on the owed set. Returns {previous node or
+# "", previous conn or "", merged groups json, owed pods json}, or {"!"} when a new
+# tunnel would exceed the user's limit.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
@@ -31,20 +36,42 @@ redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'user', ARGV[3],
   'identity', ARGV[4], 'meta', ARGV[5], 'groups', merged, 'connected_at', ARGV[7])
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
-return {old_node, old_conn, merged}
+if old_node ~= '' and old_node ~= ARGV[1] then redis.call('SADD', KEYS[3], old_node) end
+local owed = redis.call('SMEMBERS', KEYS[3])
+local owed_json = '[]'
+if #owed > 0 then owed_json = cjson.encode(owed) end
+return {old_node, old_conn, merged, owed_json}
 """
 
-# KEYS[1] tunnel record, KEYS[2] user index; ARGV: conn, tunnel_id, group key prefix
-# Removes the record only if it still belongs to connection ``conn``. Returns 1 if removed.
+# KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
+# ARGV: conn, tunnel_id, group key prefix, pod to put on the owed set (or ""), pod to
+#       take off it (or "")
+# Removes the record only if it still belongs to connection ``conn``, and updates the
+# owed set either way. Returns {1 if removed else 0, the pod now holding the tunnel or ""}.
 DETACH = """
-if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
-local groups = redis.call('HGET', KEYS[1], 'groups')
-if groups then
-  for _, g in ipairs(cjson.decode(groups)) do redis.call('ZREM', ARGV[3] .. g, ARGV[2]) end
+local removed = 0
+if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
+  local groups = redis.call('HGET', KEYS[1], 'groups')
+  if groups then
+    for _, g in ipairs(cjson.decode(groups)) do redis.call('ZREM', ARGV[3] .. g, ARGV[2]) end
+  end
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[1])
+  removed = 1
 end
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('DEL', KEYS[1])
-return 1
+if ARGV[5] ~= '' then redis.call('SREM', KEYS[3], ARGV[5]) end
+if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end
+return {removed, redis.call('HGET', KEYS[1], 'node') or ''}
+"""
+
+# KEYS[1] tunnel record, KEYS[2] owed set; ARGV: pods to take off the owed set
+# Returns {the pod now holding the tunnel or "", owed pods left json}.
+SETTLE = """
+for _, node in ipairs(ARGV) do redis.call('SREM', KEYS[2], node) end
+local owed = redis.call('SMEMBERS', KEYS[2])
+local owed_json = '[]'
+if #owed > 0 then owed_json = cjson.encode(owed) end
+return {redis.call('HGET', KEYS[1], 'node') or '', owed_json}
 """
 
 # KEYS[1] tunnel record; ARGV: group, tunnel_id, group key prefix, "join"|"leave",
