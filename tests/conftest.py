@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -7,6 +8,11 @@ import pytest
 from tests.support.broker import BrokerHandle, app_config, new_secret, run_broker
 from tests.support.receiver import WebhookReceiver, echo_messages
 from tests.support.redis_server import RedisServer
+
+# Brokers started by tests (in process or as children, which inherit this) keep no
+# undelivered events across a stop, unless a test asks for it: one test's leftovers must
+# never reach another's receiver.
+os.environ["TB_HANDOVER_FILE"] = ""
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import socket
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from tunnel_broker.errors import SettingsError
@@ -38,6 +39,13 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def default_handover_path(port: int) -> Path:
+    """Per user (never a shared temporary directory: the file holds message contents),
+    per port (brokers on one machine differ by port, a restart keeps it)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "tunnel-broker" / f"undelivered-{port}.jsonl"
 
 
 def _default_node_id() -> str:
@@ -145,6 +153,13 @@ class Settings:
     shutdown_flush_seconds: float = setting(
         20.0, help="On SIGTERM, time allowed to deliver pending webhooks."
     )
+    handover_file: str = setting(
+        "auto",
+        help=(
+            "Memory backend: file keeping webhook events undelivered at exit for the next "
+            "process (auto: $XDG_STATE_HOME/tunnel-broker/undelivered-PORT.jsonl; empty: off)."
+        ),
+    )
     connect_wait_seconds: float = setting(
         10.0, help="How long a connect waits for webhook buffer room."
     )
@@ -193,6 +208,14 @@ class Settings:
         if url.startswith("http://"):
             return "ws://" + url[len("http://") :]
         return url
+
+    def handover_path(self) -> Path | None:
+        """Where the memory backend keeps undelivered events across a restart, if anywhere."""
+        if not self.handover_file:
+            return None
+        if self.handover_file == "auto":
+            return default_handover_path(self.port)
+        return Path(self.handover_file)
 
     def secret_keys(self) -> list[str]:
         """Token signing keys, oldest first (comma-separated in the setting)."""

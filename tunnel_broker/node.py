@@ -27,7 +27,9 @@ from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tokens import TokenCodec
 from tunnel_broker.webhooks import events
 from tunnel_broker.webhooks.actions import ActionRunner
+from tunnel_broker.webhooks.batching import new_epoch
 from tunnel_broker.webhooks.delivery import EventDelivery
+from tunnel_broker.webhooks.handover import FileHandover
 from tunnel_broker.webhooks.sender import WebhookSender
 from tunnel_broker.wechat import WeChatClient
 
@@ -71,7 +73,10 @@ class Node:
     def _make_backend(self) -> Backend:
         settings = self.settings
         if settings.backend == "memory":
-            return MemoryBackend(self.hub, settings.node_id)
+            handover = settings.handover_path()
+            return MemoryBackend(
+                self.hub, settings.node_id, FileHandover(handover) if handover else None
+            )
         from tunnel_broker.backend.redis.backend import RedisBackend
 
         backend = RedisBackend(
@@ -116,14 +121,17 @@ class Node:
         user_id: str,
         identity: dict[str, Any],
         meta: dict[str, Any],
-    ) -> None:
+    ) -> int | None:
+        """Report a dead pod's tunnel closed; the report's epoch (batching.py)."""
         app = self.apps.get(app_id)
         if app is None:
             logger.error("lost tunnel %s of unknown app %s not reported", tunnel_id, app_id)
-            return
+            return None
         fragment = events.tunnel_fragment(app_id, tunnel_id, user_id, identity, meta)
-        self.events.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"))
+        epoch = new_epoch()
+        self.events.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"), epoch=epoch)
         self.metrics.closes.labels(app_id, "1006").inc()
+        return epoch
 
     def ready(self) -> bool:
         return self.started and not self.draining and self.backend.ready()
@@ -167,6 +175,7 @@ class Node:
     async def drain(self) -> None:
         """Leave the cluster gracefully; see the module docstring for the steps."""
         self.draining = True
+        self.backend.begin_drain()
         settings = self.settings
         logger.info(
             "draining: %d tunnels open, waiting up to %.1fs", len(self.hub), settings.drain_seconds
@@ -181,6 +190,22 @@ class Node:
             logger.error("drain: %d webhook events still undelivered", left)
         else:
             logger.info("drain complete: all webhook events delivered")
+
+    async def _hand_over(self) -> None:
+        """Keep what could not be delivered for whoever delivers next (``tunnel.closed``
+        events above all: without them the business server would see tunnels that never
+        closed)."""
+        undelivered = await self.events.take_undelivered()
+        count = sum(len(events) for events in undelivered.values())
+        if not count:
+            return
+        kept = await self.backend.hand_over(undelivered)
+        if kept:
+            logger.warning(
+                "%d undelivered webhook events handed over (%s)", kept, self.backend.name
+            )
+        else:
+            logger.error("%d webhook events could not be delivered before shutdown", count)
 
     @staticmethod
     async def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
@@ -200,6 +225,7 @@ class Node:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self._hand_over()
         await self.events.close()
         for client in self._wechat_clients.values():
             await client.aclose()

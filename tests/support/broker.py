@@ -82,6 +82,7 @@ async def run_broker(
         "shutdown_flush_seconds": 5.0,
         "sweep_interval": 0.2,
         "webhook_retry_max_delay": 1.0,
+        "handover_file": "",
     }
     defaults.update(settings)
     apps = parse_apps(app_configs)

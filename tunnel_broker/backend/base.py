@@ -18,6 +18,7 @@ from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.webhooks.delivery import EventDelivery
+from tunnel_broker.webhooks.events import EncodedEvent
 
 __all__ = [
     "Backend",
@@ -86,8 +87,16 @@ class Backend(ABC):
         return True
 
     def use_delivery(self, delivery: EventDelivery) -> None:  # noqa: B027 - optional hook
-        """Event delivery, for backends that order events across pods (it is built after
-        the backend)."""
+        """Event delivery, for backends that order events across pods or keep them
+        across restarts (it is built after the backend)."""
+
+    def begin_drain(self) -> None:  # noqa: B027 - optional hook
+        """The node is leaving: take on no more work (such as other pods' events)."""
+
+    async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
+        """Keep the events this process could not deliver (app id -> events, in order)
+        for whoever delivers next; how many were kept."""
+        return 0
 
     def session_store(self) -> SessionStore:
         """Where WeChat login sessions live with this backend."""

@@ -1,13 +1,23 @@
-"""The embedded single-process backend: the local hub *is* the registry."""
+"""The embedded single-process backend: the local hub *is* the registry.
+
+Events it could not deliver when the process stopped are kept in a file (if configured,
+as by default) and delivered first by the next process (``webhooks/handover.py``).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunnels, TunnelRecord
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks.delivery import EventDelivery
+from tunnel_broker.webhooks.events import EncodedEvent
+from tunnel_broker.webhooks.handover import FileHandover
+
+logger = logging.getLogger("tunnel_broker.backend.memory")
 
 
 def page_of(tunnels: Iterable[Tunnel], node_id: str, cursor: str | None, limit: int) -> Page:
@@ -22,9 +32,41 @@ def page_of(tunnels: Iterable[Tunnel], node_id: str, cursor: str | None, limit: 
 class MemoryBackend(Backend):
     name = "memory"
 
-    def __init__(self, hub: Hub, node_id: str) -> None:
+    def __init__(self, hub: Hub, node_id: str, handover: FileHandover | None = None) -> None:
         self.hub = hub
         self.node_id = node_id
+        self.handover = handover
+        self.delivery: EventDelivery | None = None
+
+    def use_delivery(self, delivery: EventDelivery) -> None:
+        self.delivery = delivery
+
+    async def start(self) -> None:
+        if self.handover is None or self.delivery is None:
+            return
+        try:
+            left = self.handover.take()
+        except (OSError, UnicodeDecodeError) as exc:
+            logger.error("events a previous process left could not be read: %s", exc)
+            return
+        for app_id, events in left.items():
+            queue = self.delivery.queue_of(app_id)
+            if queue is None:
+                logger.error("%d events of unknown app %s left unsent", len(events), app_id)
+                continue
+            queue.emit_older(events)
+            logger.info(
+                "delivering %d events a previous process left (app %s)", len(events), app_id
+            )
+
+    async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
+        if self.handover is None:
+            return 0
+        try:
+            return self.handover.save(undelivered)
+        except OSError as exc:
+            logger.error("undelivered events could not be kept in %s: %s", self.handover.path, exc)
+            return 0
 
     async def attach(self, tunnel: Tunnel) -> bool:
         app_id = tunnel.app.id

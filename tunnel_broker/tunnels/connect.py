@@ -107,7 +107,9 @@ class ConnectHandler:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
             return await _close(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
         if not took_over:
-            node.events.emit(app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve)
+            node.events.emit(
+                app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve, tunnel.epoch
+            )
         metrics.connects.labels(app.id, "takeover" if took_over else "accepted").inc()
         code, reason = 1006, ""
         try:
@@ -119,7 +121,8 @@ class ConnectHandler:
                     code, reason = tunnel.close_code, tunnel.close_reason
                 elif not reason:
                     reason = "connection_lost" if code in (1005, 1006) else "client_closed"
-                node.events.emit(app, events.closed(fragment, tunnel.tunnel_id, code, reason))
+                closed = events.closed(fragment, tunnel.tunnel_id, code, reason)
+                node.events.emit(app, closed, epoch=tunnel.epoch)
                 metrics.closes.labels(app.id, metric_label(code)).inc()
 
     async def _refusal(self, app: App) -> tuple[int, str] | None:
@@ -149,10 +152,13 @@ class ConnectHandler:
         app_id = app.id
         fragment = tunnel.fragment
         tunnel_id = tunnel.tunnel_id
+        epoch = tunnel.epoch
         await _holding(tunnel, tunnel.wait_approved())
         while True:
-            if queue.full:
-                await _holding(tunnel, queue.wait_for_room())
+            if queue.full and tunnel.close_code is None:
+                # A closing socket is read to its end regardless: what its client sent
+                # before our close frame is bounded, and belongs before anything newer.
+                await _holding(tunnel, tunnel.unless_closed(queue.wait_for_room()))
             message = await receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
@@ -174,7 +180,7 @@ class ConnectHandler:
                 continue
             tunnel.last_activity = now
             messages_in[app_id] += 1
-            queue.emit(events.message(fragment, tunnel_id, payload))
+            queue.emit(events.message(fragment, tunnel_id, payload), None, epoch)
 
 
 async def _holding(tunnel: Tunnel, wait: Awaitable[None]) -> None:

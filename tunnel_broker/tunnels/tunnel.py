@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from tunnel_broker.apps import App
 from tunnel_broker.ratelimit import TokenBucket
 from tunnel_broker.tunnels.closecodes import ABUSE_REASONS, CloseCode
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
+from tunnel_broker.webhooks.batching import new_epoch
 
 
 class Tunnel:
@@ -25,6 +27,7 @@ class Tunnel:
         "close_code",
         "close_reason",
         "connected_at",
+        "epoch",
         "fragment",
         "groups",
         "held",
@@ -57,6 +60,8 @@ class Tunnel:
         self.groups = groups
         self.fragment = fragment
         self.writer = SocketWriter(send)
+        # This socket's events, as event delivery counts and orders them (batching.py).
+        self.epoch = new_epoch()
         self.connected_at = time.time()
         self.last_activity = time.monotonic()
         limits = app.limits
@@ -108,11 +113,22 @@ class Tunnel:
     async def wait_approved(self) -> None:
         """Wait until the business server acknowledged ``tunnel.connected`` (so it can
         reject the tunnel before any message of it is relayed) or the tunnel closes."""
-        if self.approved.done() or self.close_code is not None:
+        if not self.approved.done():
+            await self.unless_closed(self.approved)
+
+    async def unless_closed(self, waiting: Awaitable[Any]) -> None:
+        """Wait for ``waiting``, or until the tunnel closes if that comes first."""
+        if self.close_code is not None:
             return
-        self.on_close = asyncio.get_running_loop().create_future()
-        approved = self.approved
-        await asyncio.wait((approved, self.on_close), return_when=asyncio.FIRST_COMPLETED)
+        if self.on_close is None:
+            self.on_close = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(waiting)
+        try:
+            await asyncio.wait((task, self.on_close), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # A coroutine's task is ours to stop; a future (the shared approval) is not.
+            if task is not waiting and not task.done():
+                task.cancel()
 
     def approve(self) -> None:
         if not self.approved.done():

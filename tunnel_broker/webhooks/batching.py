@@ -13,9 +13,13 @@ When to send:
   only if it is slow (the oldest waiting event is ``spill`` old, or a batch is full) does
   a further request start in parallel, up to ``concurrency``.
 
-A tunnel can also be *held*: its events wait, in order, until it is released. A pod
-holds a tunnel whose earlier events another pod has not delivered yet (a takeover or a
-reconnect across pods), so that new events never overtake old ones.
+Every event belongs to an *epoch*: the socket that caused it (or the pod's report on a
+dead pod's behalf, or a hand-over). An epoch can be *held*: its events, and every later
+event of its tunnel, are parked aside in order (never blocking the queue for other
+tunnels) until it is released. A pod holds the epoch of a socket whose tunnel's earlier
+events another pod has not delivered yet (a takeover or a reconnect across pods), so
+that new events never overtake old ones; counting undelivered events per epoch tells a
+pod when it has delivered all of an old socket's.
 
 The queue as a whole is bounded; when it is full the caller stops reading from that app's
 sockets instead of dropping anything.
@@ -23,6 +27,7 @@ sockets instead of dropping anything.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +35,14 @@ from dataclasses import dataclass
 from tunnel_broker.webhooks.events import EncodedEvent
 
 OnDelivered = Callable[[], None]
+
+_epochs = itertools.count(1)
+
+
+def new_epoch() -> int:
+    """A fresh epoch: one per socket, reaped tunnel or hand-over, unique in the process."""
+    return next(_epochs)
+
 
 # How far past the head a batch looks for events of tunnels that are not busy.
 SCAN_FACTOR = 4
@@ -40,6 +53,7 @@ class Pending:
     event: EncodedEvent
     on_delivered: OnDelivered | None = None
     queued_at: float = 0.0
+    epoch: int = 0
 
 
 class EventBuffer:
@@ -65,9 +79,11 @@ class EventBuffer:
         self.queue: deque[Pending] = deque()
         self.in_flight: dict[int, list[Pending]] = {}
         self.busy_tunnels: set[str] = set()
-        self.held: set[str] = set()
-        # Undelivered events per tunnel (queued or in flight).
-        self.pending: dict[str, int] = {}
+        self.held: dict[int, str] = {}  # held epoch -> its tunnel
+        # Events of tunnels with a held epoch, in order, out of the queue.
+        self.parked: dict[str, deque[Pending]] = {}
+        # Undelivered events per epoch (queued or in flight).
+        self.pending: dict[int, int] = {}
         self.events = 0
         self.bytes = 0
         self._next_batch = 0
@@ -86,8 +102,45 @@ class EventBuffer:
         they can hold back (messages), never for those they cannot (closes)."""
         self._gap = pending.queued_at - self._last_push
         self._last_push = pending.queued_at
-        self.queue.append(pending)
         self._count(pending)
+        parked = self.parked
+        if parked or self.held:
+            tunnel_id = pending.event.tunnel_id
+            if tunnel_id in parked or pending.epoch in self.held:
+                parked.setdefault(tunnel_id, deque()).append(pending)
+                return
+        self.queue.append(pending)
+
+    def hold(self, epoch: int, tunnel_id: str) -> None:
+        """Park the epoch's events (it has none yet) and its tunnel's after them."""
+        self.held[epoch] = tunnel_id
+
+    def release(self, epoch: int) -> None:
+        """Queue the parked events of the epoch's tunnel up to the next held epoch."""
+        tunnel_id = self.held.pop(epoch, None)
+        if tunnel_id is None or tunnel_id not in self.parked:
+            return
+        parked = self.parked[tunnel_id]
+        while parked and parked[0].epoch not in self.held:
+            self.queue.append(parked.popleft())
+        if not parked:
+            del self.parked[tunnel_id]
+
+    def take_all(self) -> list[Pending]:
+        """Empty the buffer; everything not acknowledged, each tunnel's in order (in
+        flight, queued, parked)."""
+        left = [p for _, batch in sorted(self.in_flight.items()) for p in batch]
+        left += self.queue
+        for parked in self.parked.values():
+            left += parked
+        self.in_flight.clear()
+        self.queue.clear()
+        self.parked.clear()
+        self.held.clear()
+        self.busy_tunnels.clear()
+        self.pending.clear()
+        self.events = self.bytes = 0
+        return left
 
     def push_older(self, older: list[Pending]) -> None:
         """Queue events that happened before everything queued (another pod's, handed
@@ -99,20 +152,16 @@ class EventBuffer:
     def _count(self, pending: Pending) -> None:
         self.events += 1
         self.bytes += len(pending.event.body)
-        tunnel_id = pending.event.tunnel_id
-        self.pending[tunnel_id] = self.pending.get(tunnel_id, 0) + 1
-
-    def _blocked(self) -> set[str]:
-        held = self.held
-        return self.busy_tunnels | held if held else self.busy_tunnels
+        epoch = pending.epoch
+        self.pending[epoch] = self.pending.get(epoch, 0) + 1
 
     def _first_sendable(self) -> Pending | None:
-        blocked = self._blocked()
+        busy = self.busy_tunnels
         limit = self.batch_events * SCAN_FACTOR
         for index, pending in enumerate(self.queue):
             if index >= limit:
                 return None
-            if pending.event.tunnel_id not in blocked:
+            if pending.event.tunnel_id not in busy:
                 return pending
         return None
 
@@ -138,7 +187,7 @@ class EventBuffer:
         and byte bounds (a single larger event still goes, alone)."""
         batch: list[Pending] = []
         kept: deque[Pending] = deque()
-        blocked = set(self._blocked())
+        blocked = set(self.busy_tunnels)
         size = 0
         scanned = 0
         limit = self.batch_events * SCAN_FACTOR
@@ -165,21 +214,21 @@ class EventBuffer:
         self.in_flight[batch_id] = batch
         return batch_id, batch
 
-    def complete(self, batch_id: int) -> list[str]:
-        """A batch was acknowledged: forget it and free its tunnels. Returns the tunnels
+    def complete(self, batch_id: int) -> list[int]:
+        """A batch was acknowledged: forget it and free its tunnels. Returns the epochs
         that have no undelivered event left."""
         batch = self.in_flight.pop(batch_id)
         counts = self.pending
         drained = []
         for pending in batch:
-            tunnel_id = pending.event.tunnel_id
-            self.busy_tunnels.discard(tunnel_id)
-            left = counts[tunnel_id] - 1
+            self.busy_tunnels.discard(pending.event.tunnel_id)
+            epoch = pending.epoch
+            left = counts[epoch] - 1
             if left:
-                counts[tunnel_id] = left
+                counts[epoch] = left
             else:
-                del counts[tunnel_id]
-                drained.append(tunnel_id)
+                del counts[epoch]
+                drained.append(epoch)
         self.events -= len(batch)
         self.bytes -= sum(len(p.event.body) for p in batch)
         return drained

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tunnel_broker.apps import App, AppRegistry
-from tunnel_broker.webhooks.batching import EventBuffer, OnDelivered, Pending
+from tunnel_broker.webhooks.batching import EventBuffer, OnDelivered, Pending, new_epoch
 from tunnel_broker.webhooks.events import EncodedEvent
 from tunnel_broker.webhooks.sender import WebhookSender
 
@@ -56,8 +56,8 @@ class AppEventQueue:
         # emit itself.
         self._wake_on_emit = True
         self._requests: set[asyncio.Task[None]] = set()
-        # Callbacks for tunnels whose last undelivered event someone waits for.
-        self._drained: dict[str, list[Callable[[], None]]] = {}
+        # Callbacks for epochs whose last undelivered event someone waits for.
+        self._drained: dict[int, list[Callable[[], None]]] = {}
         self._dispatcher = self.loop.create_task(self._dispatch(), name=f"webhooks:{app.id}")
 
     @property
@@ -65,10 +65,13 @@ class AppEventQueue:
         """Events buffered and not yet acknowledged."""
         return self.buffer.events
 
-    def emit(self, event: EncodedEvent, on_delivered: OnDelivered | None = None) -> None:
-        """Queue an event; always accepted (see ``EventBuffer.push``)."""
+    def emit(
+        self, event: EncodedEvent, on_delivered: OnDelivered | None = None, epoch: int = 0
+    ) -> None:
+        """Queue an event of ``epoch`` (``batching.py``); always accepted (see
+        ``EventBuffer.push``)."""
         buffer = self.buffer
-        buffer.push(Pending(event, on_delivered, self.loop.time()))
+        buffer.push(Pending(event, on_delivered, self.loop.time(), epoch))
         self.idle.clear()
         if self._wake_on_emit or len(buffer.queue) >= buffer.batch_events:
             self._wakeup.set()
@@ -79,36 +82,41 @@ class AppEventQueue:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
-    def pending_of(self, tunnel_id: str) -> int:
-        """The tunnel's events not yet acknowledged (queued or in flight)."""
-        return self.buffer.pending.get(tunnel_id, 0)
+    def pending_of(self, epoch: int) -> int:
+        """The epoch's events not yet acknowledged."""
+        return self.buffer.pending.get(epoch, 0)
 
-    def when_drained(self, tunnel_id: str, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the tunnel has no undelivered event (now if it has none)."""
-        if tunnel_id not in self.buffer.pending:
+    def when_delivered(self, epoch: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the epoch has no undelivered event (now if it has none)."""
+        if epoch not in self.buffer.pending:
             callback()
         else:
-            self._drained.setdefault(tunnel_id, []).append(callback)
+            self._drained.setdefault(epoch, []).append(callback)
 
-    def hold(self, tunnel_id: str) -> None:
-        """Deliver none of the tunnel's events until ``release`` (they keep their order)."""
-        self.buffer.held.add(tunnel_id)
+    def hold(self, epoch: int, tunnel_id: str) -> None:
+        """Deliver nothing of the epoch, nor later of its tunnel, until ``release``."""
+        self.buffer.hold(epoch, tunnel_id)
 
-    def release(self, tunnel_id: str) -> None:
-        if tunnel_id in self.buffer.held:
-            self.buffer.held.discard(tunnel_id)
-            self._wakeup.set()
+    def release(self, epoch: int) -> None:
+        self.buffer.release(epoch)
+        self._wakeup.set()
 
-    def emit_older(self, older: list[EncodedEvent]) -> None:
-        """Queue events that happened before everything queued (handed over by a pod
-        that stopped): they are delivered first. Always accepted, like closes."""
+    def emit_older(self, older: list[EncodedEvent]) -> dict[str, int]:
+        """Queue events that happened before everything queued (handed over by a process
+        or pod that stopped): they are delivered first. Always accepted, like closes.
+        Returns the epoch given to each tunnel's."""
         now = self.loop.time()
-        self.buffer.push_older([Pending(event, None, now) for event in older])
+        epochs: dict[str, int] = {}
+        for event in older:
+            if event.tunnel_id not in epochs:
+                epochs[event.tunnel_id] = new_epoch()
+        self.buffer.push_older([Pending(e, None, now, epochs[e.tunnel_id]) for e in older])
         self.idle.clear()
         self._wakeup.set()
         if not self.buffer.has_room:
             self.full = True
             self._room.clear()
+        return epochs
 
     async def _dispatch(self) -> None:
         buffer = self.buffer
@@ -146,8 +154,8 @@ class AppEventQueue:
             if pending.on_delivered is not None:
                 pending.on_delivered()
         if self._drained:
-            for tunnel_id in drained:
-                for callback in self._drained.pop(tunnel_id, ()):
+            for epoch in drained:
+                for callback in self._drained.pop(epoch, ()):
                     callback()
         if self.buffer.has_room:
             self.full = False
@@ -155,6 +163,15 @@ class AppEventQueue:
         if self.buffer.is_empty():
             self.idle.set()
         self._wakeup.set()
+
+    async def take_undelivered(self) -> list[EncodedEvent]:
+        """Stop delivering and return every event not acknowledged, in an order that
+        keeps each tunnel's (a request in flight may still have reached the receiver:
+        whoever delivers these later may deliver some twice, with the same ids)."""
+        await self.close()
+        taken = [p.event for p in self.buffer.take_all()]
+        self.idle.set()
+        return taken
 
     async def close(self) -> None:
         tasks = [self._dispatcher, *self._requests]
@@ -178,8 +195,14 @@ class EventDelivery:
             queue = self._queues[app.id] = AppEventQueue(self, app)
         return queue
 
-    def emit(self, app: App, event: EncodedEvent, on_delivered: OnDelivered | None = None) -> None:
-        self.queue(app).emit(event, on_delivered)
+    def emit(
+        self,
+        app: App,
+        event: EncodedEvent,
+        on_delivered: OnDelivered | None = None,
+        epoch: int = 0,
+    ) -> None:
+        self.queue(app).emit(event, on_delivered, epoch)
 
     def queue_of(self, app_id: str) -> AppEventQueue | None:
         """The app's queue by id, made if needed; None for an app not (or no longer) known."""
@@ -199,6 +222,11 @@ class EventDelivery:
             for w in pending:
                 w.cancel()
         return sum(q.depth for q in queues)
+
+    async def take_undelivered(self) -> dict[str, list[EncodedEvent]]:
+        """Stop delivering; every app's unacknowledged events (see the queue's method)."""
+        taken = {app_id: await q.take_undelivered() for app_id, q in self._queues.items()}
+        return {app_id: events for app_id, events in taken.items() if events}
 
     async def close(self) -> None:
         for queue in self._queues.values():

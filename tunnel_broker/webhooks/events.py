@@ -83,3 +83,21 @@ def closed(fragment: bytes, tunnel_id: str, code: int, reason: str) -> EncodedEv
 
 def batch_body(events: list[EncodedEvent]) -> bytes:
     return b'{"events":[' + b",".join(e.body for e in events) + b"]}"
+
+
+# Undelivered events kept across a process's end (``webhooks/handover.py``) are stored as
+# text records: tunnel id, event id and type on a line each, then the body. The tunnel id
+# comes first so that Redis scripts can read it; ids never contain a newline.
+_TYPES: frozenset[str] = frozenset(("tunnel.connected", "tunnel.message", "tunnel.closed"))
+
+
+def to_record(event: EncodedEvent) -> str:
+    return f"{event.tunnel_id}\n{event.id}\n{event.type}\n{event.body.decode()}"
+
+
+def from_record(record: str) -> EncodedEvent:
+    """The event of a record; ``ValueError`` for anything that is not one."""
+    tunnel_id, event_id, event_type, body = record.split("\n", 3)
+    if event_type not in _TYPES or not tunnel_id or not event_id:
+        raise ValueError("not an event record")
+    return EncodedEvent(event_id, event_type, tunnel_id, body.encode())  # type: ignore[arg-type]

@@ -38,6 +38,7 @@ from tunnel_broker.backend.base import (
 )
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
+from tunnel_broker.backend.redis.handover import Handovers
 from tunnel_broker.backend.redis.health import RedisHealth
 from tunnel_broker.backend.redis.leases import LostTunnelReporter, NodeLeases
 from tunnel_broker.backend.redis.messages import (
@@ -60,6 +61,7 @@ from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.webhooks.delivery import EventDelivery
+from tunnel_broker.webhooks.events import EncodedEvent
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -96,12 +98,13 @@ class RedisBackend(Backend):
             node_id,
             lease_seconds,
             report_lost,
-            lambda app_id, tunnel_id: self.order.let_go(app_id, tunnel_id),
+            lambda app_id, tunnel_id, epoch: self.order.let_go(app_id, tunnel_id, epoch),
         )
+        self.handovers = Handovers(self.redis, node_id)
         self.order = EventOrder(
             self.registry,
             self.leases,
-            hub,
+            self.handovers,
             node_id,
             self._publish,
             poll_seconds=min(1.0, lease_seconds / 8),
@@ -112,6 +115,7 @@ class RedisBackend(Backend):
         self._subscribed = self.subscription.subscribed
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._adopting = True
         self.on_apps_changed: Hook | None = None
         self.on_repaired: Hook | None = None
 
@@ -165,6 +169,33 @@ class RedisBackend(Backend):
     def use_delivery(self, delivery: EventDelivery) -> None:
         self.order.delivery = delivery
 
+    def begin_drain(self) -> None:
+        self._adopting = False
+
+    async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
+        self._adopting = False
+        try:
+            return await self.handovers.hand_over(undelivered)
+        except RedisError as exc:
+            logger.error("undelivered events could not be handed over: %s", exc)
+            return 0
+
+    async def _adopt_handovers(self) -> None:
+        """Deliver what stopped pods handed over, before anything of this pod's."""
+        delivery = self.order.delivery
+        if not self._adopting or delivery is None:
+            return
+        for app_id, events in (await self.handovers.adopt()).items():
+            queue = delivery.queue_of(app_id)
+            if queue is None:
+                logger.error("%d handed-over events of unknown app %s dropped", len(events), app_id)
+                epochs: dict[str, int | None] = {e.tunnel_id: None for e in events}
+            else:
+                epochs = dict(queue.emit_older(events))
+            for tunnel_id, epoch in epochs.items():
+                self.order.let_go(app_id, tunnel_id, epoch)
+                await self.order.released(app_id, tunnel_id)  # this pod may be next
+
     def session_store(self) -> SessionStore:
         return RedisSessionStore(self.redis, self.health)
 
@@ -198,6 +229,7 @@ class RedisBackend(Backend):
                 # to renew before reaping any.
                 if time.monotonic() - health.healthy_since >= self.lease_seconds:
                     await self.leases.reap_expired()
+                await self._adopt_handovers()
             except RedisError as exc:
                 health.mark_unhealthy(exc)
             except Exception:
@@ -228,6 +260,8 @@ class RedisBackend(Backend):
             old = hub.get(message.app_id, message.tunnel_id)
             if old is not None and self._conns.get(old) == message.conn:
                 old.close_replaced(CloseCode.REPLACED, "replaced")
+            else:  # that socket is gone already: owe only what it left undelivered
+                self.order.let_go(message.app_id, message.tunnel_id, None)
         elif isinstance(message, Released):
             await self.order.released(message.app_id, message.tunnel_id)
         else:
@@ -251,7 +285,7 @@ class RedisBackend(Backend):
             self._conns.pop(tunnel, None)
             raise TooManyTunnels(tunnel.user_id)
         took_over_here = self.hub.attach(tunnel) is not None
-        self.order.attached(app_id, tunnel.tunnel_id, written.owed)
+        self.order.attached(app_id, tunnel.tunnel_id, tunnel.epoch, written.owed)
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
         for group in set(written.groups) - tunnel.groups:
             self.hub.join(tunnel, group)
@@ -268,19 +302,22 @@ class RedisBackend(Backend):
     async def detach(self, tunnel: Tunnel) -> None:
         self.hub.detach(tunnel)
         conn = self._conns.pop(tunnel, None)
-        if conn is None or not self.health.healthy:
-            return  # repaired when Redis returns
         app_id, tunnel_id = tunnel.app.id, tunnel.tunnel_id
-        owes = self.order.owes(app_id, tunnel_id, reports_closed=not tunnel.replaced)
-        try:
-            await self.registry.remove(
-                app_id, tunnel_id, tunnel.user_id, conn, self.node_id if owes else ""
-            )
-            if self.hub.get(app_id, tunnel_id) is None:
-                await self.registry.unlist(self.node_id, app_id, tunnel_id)
-        except RedisError as exc:
-            self.health.mark_unhealthy(exc)
-        self.order.let_go(app_id, tunnel_id)
+        if conn is not None and self.health.healthy:  # else repaired when Redis returns
+            owes = self.order.owes(app_id, tunnel.epoch, reports_closed=not tunnel.replaced)
+            try:
+                removed = await self.registry.remove(
+                    app_id, tunnel_id, tunnel.user_id, conn, self.node_id if owes else ""
+                )
+                if not removed.removed and removed.holder not in ("", self.node_id):
+                    # Taken over by another pod first (its message is on the way): the
+                    # tunnel lives on there, so this socket's end is not a close.
+                    tunnel.replaced = True
+                if self.hub.get(app_id, tunnel_id) is None:
+                    await self.registry.unlist(self.node_id, app_id, tunnel_id)
+            except RedisError as exc:
+                self.health.mark_unhealthy(exc)
+        self.order.let_go(app_id, tunnel_id, tunnel.epoch)
 
     async def _owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
         return await self.health.call(self.registry.owners(app_id, tunnel_ids))

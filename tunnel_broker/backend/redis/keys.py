@@ -19,6 +19,16 @@ def owed(app_id: str, tunnel_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:o:{tunnel_id}"
 
 
+def owed_prefix(app_id: str) -> str:
+    """What the scripts prepend to a tunnel id to find its owed set."""
+    return f"{PREFIX}:{{{app_id}}}:o:"
+
+
+def handover(app_id: str, handover_id: str) -> str:
+    """List of an app's events a stopped pod could not deliver (``handover.py``)."""
+    return f"{PREFIX}:{{{app_id}}}:h:{handover_id}"
+
+
 def user_index(app_id: str, user_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:u:{user_id}"
 
@@ -42,6 +52,7 @@ def node_reaped(node_id: str) -> str:
     return f"{PREFIX}:{{node:{node_id}}}:reaped"
 
 
+HANDOVERS = f"{PREFIX}:handovers"  # set of ``app_id <NUL> handover id`` waiting for a pod
 NODES = f"{PREFIX}:nodes"  # sorted set: node id -> lease expiry (unix seconds)
 APPS = f"{PREFIX}:apps"  # hash: app id -> app JSON
 SECRET_KEY = f"{PREFIX}:secret-key"

@@ -21,10 +21,11 @@ from tunnel_broker.backend.redis.registry import TunnelRegistry, texts
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
-# Reports a lost tunnel: (app_id, tunnel_id, user_id, identity, meta)
-LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any]], None]
-# Called once a reaped tunnel's closed report is queued: (app_id, tunnel_id)
-LetGo = Callable[[str, str], None]
+# Reports a lost tunnel closed: (app_id, tunnel_id, user_id, identity, meta); returns the
+# epoch of the report (webhooks/batching.py), None if nothing was reported.
+LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any]], int | None]
+# Called once a reaped tunnel's report is queued: (app_id, tunnel_id, epoch)
+LetGo = Callable[[str, str, int | None], None]
 
 
 class NodeLeases:
@@ -99,8 +100,10 @@ class NodeLeases:
             )
             if removed.removed:
                 lost += 1
-                self.report_lost(app_id, tunnel_id, holder.user_id, holder.identity, holder.meta)
-                self.let_go(app_id, tunnel_id)
+                epoch = self.report_lost(
+                    app_id, tunnel_id, holder.user_id, holder.identity, holder.meta
+                )
+                self.let_go(app_id, tunnel_id, epoch)
         await self.redis.delete(keys.node_tunnels(node_id))
         if announce:
             await self.redis.zrem(keys.NODES, node_id)

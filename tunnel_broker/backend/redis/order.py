@@ -10,12 +10,15 @@ tunnel until the old pod has delivered everything it held.
 How (the Redis side is in ``scripts.py``):
 - each tunnel has an *owed* set: pods that may hold undelivered events of it. A pod is
   put on it when it reports the tunnel closed or loses it to a takeover (both atomically
-  with the record change), and takes itself off once it holds no socket and no
-  undelivered event of the tunnel, then tells the pod now holding it (``Released``);
-- a pod attaching a tunnel whose owed set names another pod *holds* the tunnel's events
-  (queued in order, not sent) until the set names no other live pod: on a ``Released``
-  message, or found by a poll (a message may be lost while a subscription reconnects;
-  a dead pod's events are gone with it and it is taken off).
+  with the record change), and takes itself off once every event of the sockets it let
+  go is delivered (counted per socket: an *epoch*, ``webhooks/batching.py``), then tells
+  the pod now holding the tunnel (``Released``);
+- a pod attaching a tunnel whose owed set names another pod *holds* the new socket's
+  epoch (its events are parked in order, not sent) until the set names no other pod: on
+  a ``Released`` message, or found by a poll (a message may be lost while a
+  subscription reconnects; a dead pod's events are gone with it and it is taken off);
+- a pod that stops with events undelivered hands them over (``handover.py``): the
+  hand-over takes its place on the owed sets, and the pod adopting it takes that.
 
 The memory backend needs none of this: one process, one queue per app.
 """
@@ -25,16 +28,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.handover import Handovers, is_handover
 from tunnel_broker.backend.redis.leases import NodeLeases
 from tunnel_broker.backend.redis.messages import ControlMessage, Released
 from tunnel_broker.backend.redis.registry import TunnelRegistry
-from tunnel_broker.tunnels.hub import Hub
-from tunnel_broker.webhooks.delivery import EventDelivery
+from tunnel_broker.webhooks.delivery import AppEventQueue, EventDelivery
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -47,41 +51,42 @@ class EventOrder:
         self,
         registry: TunnelRegistry,
         leases: NodeLeases,
-        hub: Hub,
+        handovers: Handovers,
         node_id: str,
         publish: Publish,
         poll_seconds: float,
     ) -> None:
         self.registry = registry
         self.leases = leases
-        self.hub = hub
+        self.handovers = handovers
         self.node_id = node_id
         self.publish = publish
         self.poll_seconds = poll_seconds
         # Set by the node once event delivery exists (it is built after the backend).
         self.delivery: EventDelivery | None = None
-        self._held: set[Key] = set()  # tunnels whose events this pod holds back
-        self._unsettled: set[Key] = set()  # settlements that failed on a Redis error
+        self._held: dict[Key, set[int]] = {}  # epochs held here, by tunnel
+        self._owing: dict[Key, set[int]] = {}  # epochs let go, not all delivered yet
+        self._unsettled: set[Key] = set()  # settlements a Redis error interrupted
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def held(self) -> int:
-        return len(self._held)
+    def _queue(self, app_id: str) -> AppEventQueue | None:
+        return None if self.delivery is None else self.delivery.queue_of(app_id)
 
     # ---- the pod that now holds the tunnel ------------------------------------------------
 
-    def attached(self, app_id: str, tunnel_id: str, owed: list[str]) -> None:
-        """A tunnel was attached here; hold its events while another pod owes older ones."""
+    def attached(self, app_id: str, tunnel_id: str, epoch: int, owed: list[str]) -> None:
+        """A socket's tunnel was attached here: hold its events while another pod owes
+        older ones."""
         if not any(node != self.node_id for node in owed):
             return
-        queue = None if self.delivery is None else self.delivery.queue_of(app_id)
-        if queue is None:
-            return
-        queue.hold(tunnel_id)
-        self._held.add((app_id, tunnel_id))
+        queue = self._queue(app_id)
+        if queue is not None:
+            queue.hold(epoch, tunnel_id)
+            self._held.setdefault((app_id, tunnel_id), set()).add(epoch)
 
     async def released(self, app_id: str, tunnel_id: str) -> None:
-        """Another pod says it delivered all it held of a tunnel."""
+        """Another pod says it delivered all it held of a tunnel (or this pod adopted
+        what was owed)."""
         if (app_id, tunnel_id) in self._held:
             await self._check((app_id, tunnel_id))
 
@@ -90,42 +95,66 @@ class EventOrder:
         _, owed = await self.registry.settle(app_id, tunnel_id, [])
         others = [node for node in owed if node != self.node_id]
         if others:
-            dead = [node for node in others if node not in await self.leases.alive(others)]
-            if dead:
-                # Their events died with them (docs/operations.md); wait for them no longer.
-                logger.warning("tunnel %s: %s died owing events", tunnel_id, ",".join(dead))
-                _, owed = await self.registry.settle(app_id, tunnel_id, dead)
+            gone = await self._gone(app_id, others)
+            if gone:
+                # Their events are gone with them (docs/operations.md); wait no longer.
+                logger.warning("tunnel %s: %s gone owing events", tunnel_id, ",".join(gone))
+                _, owed = await self.registry.settle(app_id, tunnel_id, gone)
                 others = [node for node in owed if node != self.node_id]
-        if others or key not in self._held:
+        if others:
             return
-        self._held.discard(key)
-        queue = None if self.delivery is None else self.delivery.queue_of(app_id)
-        if queue is not None:
-            queue.release(tunnel_id)
+        queue = self._queue(app_id)
+        for epoch in self._held.pop(key, ()):
+            if queue is not None:
+                queue.release(epoch)
+
+    async def _gone(self, app_id: str, owners: list[str]) -> list[str]:
+        """Owners that will never settle: pods whose lease expired, hand-overs adopted
+        (their adopter took their place)."""
+        pods = [o for o in owners if not is_handover(o)]
+        alive = await self.leases.alive(pods) if pods else set()
+        gone = [pod for pod in pods if pod not in alive]
+        for owner in owners:
+            if is_handover(owner) and not await self.handovers.exists(app_id, owner):
+                gone.append(owner)
+        return gone
 
     # ---- the pod that held it before ------------------------------------------------------
 
-    def owes(self, app_id: str, tunnel_id: str, reports_closed: bool) -> bool:
-        """Whether this pod must go on the tunnel's owed set as it lets the tunnel go:
-        it is about to report it closed, or still has events of it undelivered."""
+    def owes(self, app_id: str, epoch: int, reports_closed: bool) -> bool:
+        """Whether this pod must go on the tunnel's owed set as a socket lets it go: it is
+        about to report it closed, or has events of the socket undelivered."""
         if reports_closed:
             return True
-        queue = None if self.delivery is None else self.delivery.queue_of(app_id)
-        return queue is not None and queue.pending_of(tunnel_id) > 0
+        queue = self._queue(app_id)
+        return queue is not None and queue.pending_of(epoch) > 0
 
-    def let_go(self, app_id: str, tunnel_id: str) -> None:
-        """This pod let a tunnel go (closed, taken over, or reaped on a dead pod's behalf):
-        take it off the owed set once everything of it here is delivered."""
-        self._spawn(self._settle_when_drained((app_id, tunnel_id)))
-
-    async def _settle_when_drained(self, key: Key) -> None:
-        app_id, tunnel_id = key
-        if self.hub.get(app_id, tunnel_id) is not None:
-            return  # a socket of it is open here again: its own let_go settles
-        queue = None if self.delivery is None else self.delivery.queue_of(app_id)
-        if queue is not None and queue.pending_of(tunnel_id):
-            queue.when_drained(tunnel_id, lambda: self.let_go(app_id, tunnel_id))
+    def let_go(self, app_id: str, tunnel_id: str, epoch: int | None) -> None:
+        """This pod let a tunnel go (a socket closed or was taken over, or it reported a
+        dead pod's tunnel closed): take it off the owed set once the events of that
+        ``epoch`` are delivered. ``None``: a takeover of a socket already gone here."""
+        key = (app_id, tunnel_id)
+        if epoch is None:
+            if key not in self._owing:
+                self._spawn(self._settle(key))
             return
+        self._owing.setdefault(key, set()).add(epoch)
+        self._spawn(self._settle_after(key, epoch))
+
+    async def _settle_after(self, key: Key, epoch: int) -> None:
+        queue = self._queue(key[0])
+        if queue is not None and queue.pending_of(epoch):
+            queue.when_delivered(epoch, lambda: self._spawn(self._settle_after(key, epoch)))
+            return
+        owing = self._owing.get(key, set())
+        owing.discard(epoch)
+        if owing:
+            return  # another socket of the tunnel here still has events undelivered
+        self._owing.pop(key, None)
+        await self._settle(key)
+
+    async def _settle(self, key: Key) -> None:
+        app_id, tunnel_id = key
         try:
             holder, _ = await self.registry.settle(app_id, tunnel_id, [self.node_id])
         except RedisError as exc:
@@ -140,12 +169,13 @@ class EventOrder:
     # ---- the safety net -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll what messages may have missed: held tunnels whose debtors are done or
-        dead, and settlements a Redis error interrupted."""
+        """Poll what messages may have missed: held tunnels whose owers are done or
+        gone, and settlements a Redis error interrupted."""
         while True:
             await asyncio.sleep(self.poll_seconds)
             for key in list(self._unsettled):
-                await self._settle_when_drained(key)
+                if key not in self._owing:
+                    await self._settle(key)
             for key in list(self._held):
                 try:
                     await self._check(key)
@@ -154,8 +184,8 @@ class EventOrder:
                 except Exception:
                     logger.exception("checking the event order of %s failed", key[1])
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -104,3 +104,45 @@ if #out > 0 then encoded = cjson.encode(out) end
 redis.call('HSET', KEYS[1], 'groups', encoded)
 return node
 """
+
+# Hand-over (handover.py): a stopping pod's undelivered events wait in a list per app for
+# another pod, which adopts the list whole. Records start with the tunnel id and a newline.
+
+# KEYS[1] the app's hand-over list; ARGV: records. Appends them, in order.
+HAND_OVER_APPEND = """
+for i = 1, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+return redis.call('LLEN', KEYS[1])
+"""
+
+# KEYS[1] the app's hand-over list; ARGV: this pod, the hand-over's id, owed key prefix
+# The hand-over owes the listed tunnels' events in this pod's place.
+HAND_OVER_COMMIT = """
+local seen = {}
+for _, record in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  local tunnel = string.match(record, '^([^\\n]*)')
+  if not seen[tunnel] then
+    seen[tunnel] = true
+    redis.call('SREM', ARGV[3] .. tunnel, ARGV[1])
+    redis.call('SADD', ARGV[3] .. tunnel, ARGV[2])
+  end
+end
+return 1
+"""
+
+# KEYS[1] the app's hand-over list; ARGV: adopting pod, the hand-over's id, owed prefix
+# Takes the whole list (empty if another pod was first) and owes its tunnels' events in
+# the hand-over's place.
+ADOPT = """
+local records = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+local seen = {}
+for _, record in ipairs(records) do
+  local tunnel = string.match(record, '^([^\\n]*)')
+  if not seen[tunnel] then
+    seen[tunnel] = true
+    redis.call('SREM', ARGV[3] .. tunnel, ARGV[2])
+    redis.call('SADD', ARGV[3] .. tunnel, ARGV[1])
+  end
+end
+return records
+"""
