@@ -187,7 +187,7 @@ class Node:
         await self._wait_until(lambda: len(self.hub) == 0, 5.0)
         left = await self.events.flush(settings.shutdown_flush_seconds)
         if left:
-            logger.error("drain: %d webhook events still undelivered", left)
+            logger.warning("drain: %d webhook events still undelivered", left)
         else:
             logger.info("drain complete: all webhook events delivered")
 
@@ -201,9 +201,7 @@ class Node:
             return
         kept = await self.backend.hand_over(undelivered)
         if kept:
-            logger.warning(
-                "%d undelivered webhook events handed over (%s)", kept, self.backend.name
-            )
+            logger.warning("%d undelivered webhook events kept for later delivery", kept)
         else:
             logger.error("%d webhook events could not be delivered before shutdown", count)
 

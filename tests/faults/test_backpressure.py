@@ -54,9 +54,7 @@ async def outage_run(cluster: Cluster, seconds: float) -> None:
     await asyncio.sleep(3)
     async with cluster.receiver.outage():
         await asyncio.sleep(seconds / 3)
-        moves = [
-            asyncio.create_task(c.move_to((c.pod + 1) % PODS)) for c in clients[::3]
-        ]
+        moves = [asyncio.create_task(c.move_to((c.pod + 1) % PODS)) for c in clients[::3]]
         await asyncio.sleep(seconds * 2 / 3)
     recovered_at = time.monotonic()
     await asyncio.gather(*moves)
@@ -96,3 +94,55 @@ async def test_an_outage_under_steady_traffic_loses_and_reorders_nothing(
         tmp_path, redis_server, limits=LIMITS, args=ARGS, on_events=None
     ) as cluster:
         await outage_run(cluster, seconds)
+
+
+async def test_a_pod_stopped_during_an_outage_hands_its_events_over(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """SIGTERM to one pod while the receiver is down: its tunnels close (1012) and move to
+    the other pods, and what it could not deliver (``tunnel.closed`` included) reaches
+    the business server through another pod, before anything newer of those tunnels."""
+    args = (*ARGS, "--shutdown-flush-seconds", "2")
+    async with cluster_of(
+        tmp_path, redis_server, limits=LIMITS, args=args, on_events=None
+    ) as cluster:
+        clients = await start_clients(cluster)
+        stop = asyncio.Event()
+        senders = [asyncio.create_task(c.run(stop)) for c in clients]
+        await asyncio.sleep(3)
+        stopped = cluster.pods[0]
+        async with cluster.receiver.outage():
+            await asyncio.sleep(5)
+            stopped.terminate()
+            assert await stopped.wait(30) == 0
+            await asyncio.sleep(5)
+        await asyncio.sleep(5)
+        stop.set()
+        await asyncio.gather(*senders)
+        await asyncio.gather(*(c.finish() for c in clients))
+        receiver = cluster.receiver
+
+        def closes_of(client: SteadyClient) -> int:
+            return len(receiver.events_of(client.tunnel_id, "tunnel.closed"))
+
+        moved = [c for c in clients if c.sockets >= 2]
+        await check_for(
+            120,
+            lambda: all(closes_of(c) == (2 if c in moved else 1) for c in clients),
+            interval=0.2,
+            what="every tunnel.closed",
+        )
+        verdict = check(clients, receiver.events)
+        print(
+            f"pod stopped in an outage: sent {verdict.sent} delivered {verdict.delivered} "
+            f"lost {verdict.lost} duplicated {verdict.duplicated} "
+            f"out of order {verdict.out_of_order} unpaired {len(verdict.unpaired)}"
+        )
+        assert len(moved) == TUNNELS // PODS  # the stopped pod's, and only those
+        for client in moved:
+            reasons = [e["reason"] for e in receiver.events_of(client.tunnel_id, "tunnel.closed")]
+            assert reasons[0] == "broker_restarting"
+        assert "handed over" in stopped.read_output() or "kept" in stopped.read_output()
+        assert verdict.unpaired == []
+        assert verdict.punished == []
+        assert (verdict.lost, verdict.duplicated, verdict.out_of_order) == (0, 0, 0)

@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "webhooks.events",
             "webhooks.batching",
             "webhooks.http_client",
+            "webhooks.handover",
             "backend.sessions",
             "backend.redis.keys",
             "backend.redis.scripts",

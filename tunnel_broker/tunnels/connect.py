@@ -115,6 +115,7 @@ class ConnectHandler:
         try:
             code, reason = await self._pump(tunnel, receive)
         finally:
+            tunnel.end()
             await node.backend.detach(tunnel)
             if not tunnel.replaced:
                 if tunnel.close_code is not None:
@@ -154,6 +155,7 @@ class ConnectHandler:
         tunnel_id = tunnel.tunnel_id
         epoch = tunnel.epoch
         await _holding(tunnel, tunnel.wait_approved())
+        await _holding(tunnel, tunnel.wait_for_predecessor())
         while True:
             if queue.full and tunnel.close_code is None:
                 # A closing socket is read to its end regardless: what its client sent

@@ -27,6 +27,7 @@ class Tunnel:
         "close_code",
         "close_reason",
         "connected_at",
+        "ended",
         "epoch",
         "fragment",
         "groups",
@@ -35,6 +36,8 @@ class Tunnel:
         "last_activity",
         "meta",
         "on_close",
+        "on_end",
+        "predecessor",
         "replaced",
         "tunnel_id",
         "user_id",
@@ -76,6 +79,11 @@ class Tunnel:
         # the tunnel over, or another pod already reported it.
         self.replaced = False
         self.on_close: asyncio.Future[None] | None = None
+        # The socket this one took over on this pod, while it is still being read to its
+        # end; and this socket's own end, for a successor waiting on it.
+        self.predecessor: Tunnel | None = None
+        self.ended = False
+        self.on_end: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"Tunnel(app={self.app.id!r}, id={self.tunnel_id!r}, user={self.user_id!r})"
@@ -142,7 +150,27 @@ class Tunnel:
             self.approve()
         else:
             self.approved = old.approved
+        if not old.ended:
+            self.predecessor = old
         old.close_replaced(CloseCode.REPLACED, "replaced")
+
+    async def wait_for_predecessor(self) -> None:
+        """Wait until the socket this one took over has been read to its end: what its
+        client sent before the takeover reaches the business server first. (Bounded: a
+        closing socket is read regardless of back-pressure, until the client answers the
+        close frame or the close deadline passes.)"""
+        old = self.predecessor
+        if old is not None and not old.ended:
+            if old.on_end is None:
+                old.on_end = asyncio.get_running_loop().create_future()
+            await old.on_end
+        self.predecessor = None
+
+    def end(self) -> None:
+        """Nothing more is read from this socket."""
+        self.ended = True
+        if self.on_end is not None and not self.on_end.done():
+            self.on_end.set_result(None)
 
     def close_replaced(self, code: int, reason: str) -> bool:
         """Close a socket whose ``tunnel.closed`` is not ours to report (a newer socket
