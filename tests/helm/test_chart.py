@@ -210,12 +210,29 @@ def test_config_keys_are_exactly_the_broker_settings_the_chart_leaves_to_operato
     assert {snake(k) for k in chart_values()["config"]} == in_schema
 
 
+# Chart defaults that differ from the broker's on purpose: the broker's default hand-over
+# file is under the user's home, which a container does not keep; the chart's is on a
+# volume that survives container restarts.
+CHART_DEFAULTS = {"handover_file": "/var/lib/tunnel-broker/undelivered.jsonl"}
+
+
 def test_config_defaults_are_the_broker_defaults(default: Rendered) -> None:
     broker = Settings()
     for key, value in chart_values()["config"].items():
-        assert getattr(broker, snake(key)) == value, key
+        expected = CHART_DEFAULTS.get(snake(key), getattr(broker, snake(key)))
+        assert value == expected, key
     # Rendered as the broker parses them: 1048576, not Helm's float 1.048576e+06.
     assert default.config["TB_MAX_API_BODY_BYTES"] == "1048576"
+
+
+def test_the_hand_over_file_is_on_a_writable_volume_of_its_own(default: Rendered) -> None:
+    directory = str(Path(default.config["TB_HANDOVER_FILE"]).parent)
+    container = default.pod["containers"][0]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert directory in mounts
+    volumes = {v["name"]: v for v in default.pod["volumes"]}
+    assert "emptyDir" in volumes[mounts[directory]]
+    assert volumes[mounts[directory]]["emptyDir"].get("medium") != "Memory"
 
 
 def test_fractional_and_large_settings_render_exactly(helm: Helm, tmp_path: Path) -> None:

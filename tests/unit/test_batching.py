@@ -406,7 +406,7 @@ steps = st.one_of(push, push, push, push, socket, socket, release, send, send, c
 
 
 @given(
-    run=st.lists(steps, max_size=150),
+    run=st.lists(steps, min_size=30, max_size=200),
     concurrency=st.integers(1, 3),
     batch_events=st.integers(1, 6),
     finish=st.randoms(use_true_random=False),
