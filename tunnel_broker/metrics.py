@@ -6,12 +6,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """One app's back-pressure, as the node sees it at scrape time."""
+
+    full: bool
+    held_tunnels: int
+    parked_events: int
 
 
 class _StateCollector(Collector):
@@ -22,7 +32,9 @@ class _StateCollector(Collector):
         ready: Callable[[], bool],
         messages_out: Callable[[], dict[str, int]],
         messages_in: Callable[[], dict[str, int]],
+        pressure: Callable[[], dict[str, Pressure]],
     ) -> None:
+        self._pressure = pressure
         self._messages_out = messages_out
         self._messages_in = messages_in
         self._tunnels_open = tunnels_open
@@ -51,6 +63,28 @@ class _StateCollector(Collector):
             depth.add_metric([app_id], count)
         yield depth
         yield GaugeMetricFamily("tb_ready", "1 when ready for traffic", value=int(self._ready()))
+        full = GaugeMetricFamily(
+            "tb_backpressure",
+            "1 while the app's buffer is full (its sockets are not read)",
+            labels=["app"],
+        )
+        held = GaugeMetricFamily(
+            "tb_tunnels_held",
+            "Sockets not read while waiting for the business server",
+            labels=["app"],
+        )
+        parked = GaugeMetricFamily(
+            "tb_webhook_events_parked",
+            "Events held back until another pod delivers older events of their tunnels",
+            labels=["app"],
+        )
+        for app_id, state in sorted(self._pressure().items()):
+            full.add_metric([app_id], int(state.full))
+            held.add_metric([app_id], state.held_tunnels)
+            parked.add_metric([app_id], state.parked_events)
+        yield full
+        yield held
+        yield parked
 
 
 class Metrics:
@@ -104,10 +138,16 @@ class Metrics:
         buffer_depth: Callable[[], dict[str, int]],
         ready: Callable[[], bool],
         messages_out: Callable[[], dict[str, int]],
+        pressure: Callable[[], dict[str, Pressure]],
     ) -> None:
         self.registry.register(
             _StateCollector(
-                tunnels_open, buffer_depth, ready, messages_out, lambda: dict(self.messages_in)
+                tunnels_open,
+                buffer_depth,
+                ready,
+                messages_out,
+                lambda: dict(self.messages_in),
+                pressure,
             )
         )
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from tunnel_broker.backend.memory import MemoryBackend
 from tunnel_broker.backoff import Backoff
 from tunnel_broker.config import Settings
 from tunnel_broker.errors import AppsFileError, BackendUnavailable
-from tunnel_broker.metrics import Metrics
+from tunnel_broker.metrics import Metrics, Pressure
 from tunnel_broker.ratelimit import Budgets
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
@@ -68,6 +69,7 @@ class Node:
             self.events.depths,
             self.ready,
             lambda: dict(self.hub.messages_out),
+            self._pressure,
         )
 
     def _make_backend(self) -> Backend:
@@ -89,6 +91,13 @@ class Node:
         backend.on_apps_changed = self.reload_apps
         backend.on_repaired = self.sync_apps
         return backend
+
+    def _pressure(self) -> dict[str, Pressure]:
+        held = Counter(t.app.id for t in self.hub if t.held)
+        return {
+            app_id: Pressure(queue.full, held.get(app_id, 0), queue.parked)
+            for app_id, queue in self.events.queues().items()
+        }
 
     def wechat_client(self, base_url: str) -> WeChatClient:
         """One client per WeChat API base URL (the real one, or a simulator)."""

@@ -74,6 +74,10 @@ async def test_a_held_socket_outlives_many_keepalive_deadlines_and_loses_nothing
         for n in range(1, 21):  # 4 s at 5/s: ten fill the buffer, the rest wait unread
             await ws.send(str(n))
             await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=held_broker.url) as ops:
+            metrics = (await ops.get("/metrics")).text
+        assert 'tb_backpressure{app="demo"} 1.0' in metrics
+        assert 'tb_tunnels_held{app="demo"} 1.0' in metrics
         # Pushes still reach the held client (its writes are not held).
         response = await demo.send({"tunnels": [tunnel_id]}, "still here")
         assert response.json()["accepted"] == 1

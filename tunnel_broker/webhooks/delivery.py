@@ -82,6 +82,11 @@ class AppEventQueue:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
+    @property
+    def parked(self) -> int:
+        """Events held back for the order across pods (``batching.py``)."""
+        return sum(len(events) for events in self.buffer.parked.values())
+
     def pending_of(self, epoch: int) -> int:
         """The epoch's events not yet acknowledged."""
         return self.buffer.pending.get(epoch, 0)
@@ -211,6 +216,9 @@ class EventDelivery:
 
     def depths(self) -> dict[str, int]:
         return {app_id: q.depth for app_id, q in self._queues.items()}
+
+    def queues(self) -> dict[str, AppEventQueue]:
+        return dict(self._queues)
 
     async def flush(self, seconds: float) -> int:
         """Wait until every buffered event is delivered or ``seconds`` pass; return how
