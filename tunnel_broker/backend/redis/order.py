@@ -90,12 +90,17 @@ class EventOrder:
         if (app_id, tunnel_id) in self._held:
             await self._check((app_id, tunnel_id))
 
-    async def _check(self, key: Key) -> None:
+    async def _check(
+        self, key: Key, owed: list[str] | None = None, alive: set[str] | None = None
+    ) -> None:
+        """Release the tunnel's held epochs if no other pod owes its events; ``owed`` and
+        ``alive`` (pods with a lease) when the caller read them already."""
         app_id, tunnel_id = key
-        _, owed = await self.registry.settle(app_id, tunnel_id, [])
+        if owed is None:
+            _, owed = await self.registry.settle(app_id, tunnel_id, [])
         others = [node for node in owed if node != self.node_id]
         if others:
-            gone = await self._gone(app_id, others)
+            gone = await self._gone(app_id, others, alive)
             if gone:
                 # Their events are gone with them (docs/operations.md); wait no longer.
                 logger.warning("tunnel %s: %s gone owing events", tunnel_id, ",".join(gone))
@@ -108,11 +113,12 @@ class EventOrder:
             if queue is not None:
                 queue.release(epoch)
 
-    async def _gone(self, app_id: str, owners: list[str]) -> list[str]:
+    async def _gone(self, app_id: str, owners: list[str], alive: set[str] | None) -> list[str]:
         """Owners that will never settle: pods whose lease expired, hand-overs adopted
         (their adopter took their place)."""
         pods = [o for o in owners if not is_handover(o)]
-        alive = await self.leases.alive(pods) if pods else set()
+        if alive is None:
+            alive = await self.leases.alive(pods) if pods else set()
         gone = [pod for pod in pods if pod not in alive]
         for owner in owners:
             if is_handover(owner) and not await self.handovers.exists(app_id, owner):
@@ -176,13 +182,20 @@ class EventOrder:
             for key in list(self._unsettled):
                 if key not in self._owing:
                     await self._settle(key)
-            for key in list(self._held):
-                try:
-                    await self._check(key)
-                except RedisError:
-                    break  # the lease loop notices; try again next round
-                except Exception:
-                    logger.exception("checking the event order of %s failed", key[1])
+            held = list(self._held)
+            if not held:
+                continue
+            try:
+                # Two round trips for all; more only for tunnels whose owers are gone.
+                owed_lists = await self.registry.owed(held)
+                pods = {o for owed in owed_lists for o in owed if not is_handover(o)}
+                alive = await self.leases.alive(sorted(pods - {self.node_id}))
+                for key, owed in zip(held, owed_lists, strict=True):
+                    await self._check(key, owed, alive)
+            except RedisError:
+                continue  # the lease loop notices; try again next round
+            except Exception:
+                logger.exception("checking the event order of held tunnels failed")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

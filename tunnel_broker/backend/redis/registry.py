@@ -134,6 +134,13 @@ class TunnelRegistry:
         )
         return Removed(bool(removed), str(holder))
 
+    async def owed(self, tunnels: list[tuple[str, str]]) -> list[list[str]]:
+        """The owed set of each ``(app_id, tunnel_id)``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for app_id, tunnel_id in tunnels:
+            pipe.smembers(keys.owed(app_id, tunnel_id))
+        return [texts(members) for members in await pipe.execute()]
+
     async def settle(self, app_id: str, tunnel_id: str, nodes: list[str]) -> tuple[str, list[str]]:
         """Take ``nodes`` off the tunnel's owed set; ``(holding pod or "", pods left)``."""
         holder, owed = await self._settle(
