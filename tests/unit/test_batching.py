@@ -393,7 +393,7 @@ def test_take_all_keeps_in_flight_batches_in_batch_order() -> None:
 # One step of a random run: (operation, tunnel, number).
 Step = tuple[str, str, int]
 
-TUNNELS = ["t1", "t2", "t3"]
+TUNNELS = ["t1", "t2"]
 # push an event of the tunnel's current socket (0), or of one of its earlier ones
 push = st.tuples(st.just("push"), st.sampled_from(TUNNELS), st.integers(0, 2))
 # a new socket (epoch) for the tunnel, held (1) or not (0)
