@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,8 +26,8 @@ def texts(pendings: Iterable[Pending]) -> list[str]:
     return [text_of(p) for p in pendings]
 
 
-def buffer(**kw: float) -> EventBuffer:
-    options = {
+def buffer(**kw: Any) -> EventBuffer:
+    options: dict[str, Any] = {
         "concurrency": 4,
         "max_events": 10_000,
         "max_bytes": 10**9,
@@ -34,7 +35,7 @@ def buffer(**kw: float) -> EventBuffer:
         "batch_bytes": 10**6,
     }
     options.update(kw)
-    return EventBuffer(**options)  # type: ignore[arg-type]
+    return EventBuffer(**options)
 
 
 @given(

@@ -46,7 +46,7 @@ class MemoryBackend(Backend):
             return
         try:
             left = self.handover.take()
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             logger.error("events a previous process left could not be read: %s", exc)
             return
         for app_id, events in left.items():

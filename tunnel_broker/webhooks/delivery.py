@@ -110,6 +110,8 @@ class AppEventQueue:
         """Queue events that happened before everything queued (handed over by a process
         or pod that stopped): they are delivered first. Always accepted, like closes.
         Returns the epoch given to each tunnel's."""
+        if not older:
+            return {}
         now = self.loop.time()
         epochs: dict[str, int] = {}
         for event in older:
@@ -176,6 +178,8 @@ class AppEventQueue:
         await self.close()
         taken = [p.event for p in self.buffer.take_all()]
         self.idle.set()
+        self.full = False
+        self._room.set()  # readers still waiting go on (into a queue nobody delivers)
         return taken
 
     async def close(self) -> None:
