@@ -14,7 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tunnel_broker.timestamps import iso_time
 
@@ -88,7 +88,7 @@ def batch_body(events: list[EncodedEvent]) -> bytes:
 # Undelivered events kept across a process's end (``webhooks/handover.py``) are stored as
 # text records: tunnel id, event id and type on a line each, then the body. The tunnel id
 # comes first so that Redis scripts can read it; ids never contain a newline.
-_TYPES: frozenset[str] = frozenset(("tunnel.connected", "tunnel.message", "tunnel.closed"))
+_TYPES: frozenset[str] = frozenset(get_args(EventType))
 
 
 def to_record(event: EncodedEvent) -> str:
