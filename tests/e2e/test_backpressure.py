@@ -105,9 +105,10 @@ async def test_what_piled_up_unread_is_not_charged_as_a_burst(
             await asyncio.sleep(0.25)
     await check_for(20, lambda: len(numbers(quiet_receiver, tunnel_id)) == 24)
     assert ws.protocol.close_rcvd is None
-    # The rate limit itself still holds: a real burst of 40 is refused.
+    # The rate limit itself still holds: a real burst of 100 (more than burst and credit
+    # together, whatever the pause) is refused.
     with pytest.raises(ConnectionClosed) as closed:
-        for n in range(25, 65):
+        for n in range(25, 125):
             await ws.send(str(n))
         await asyncio.wait_for(ws.recv(), 5)
     assert closed.value.rcvd is not None
