@@ -411,6 +411,15 @@ async def test_user_limit_refuses_new_tunnel_but_not_takeover(cluster: Cluster) 
 # ---- push -----------------------------------------------------------------------------------
 
 
+async def only_reached(
+    cluster: Cluster, reached: list[Client], missed: list[Client], pushed: tuple[str, ...] = ("m",)
+) -> None:
+    """Each of ``reached`` got ``pushed`` once, in order; none of ``missed`` got anything."""
+    await cluster.settle()
+    assert [c.socket.payloads() for c in reached] == [list(pushed)] * len(reached)
+    assert [c.socket.payloads() for c in missed] == [[]] * len(missed)
+
+
 @pytest.mark.parametrize("payload", ["hello", b"\x00\xffbytes"], ids=["text", "bytes"])
 async def test_push_to_tunnels_delivers_and_returns_those_not_connected(
     cluster: Cluster, payload: str | bytes
@@ -449,9 +458,7 @@ async def test_push_to_users_reaches_each_of_their_tunnels_once(cluster: Cluster
 
     assert await a.backend.push(APP.id, Target("users", ("u1", "u2", "u1", "nobody")), "m") == []
 
-    await cluster.settle()
-    assert [c.socket.payloads() for c in reached] == [["m"]] * len(reached)
-    assert [c.socket.payloads() for c in missed] == [[]] * len(missed)
+    await only_reached(cluster, reached, missed)
 
 
 async def test_push_to_groups_reaches_each_member_once(cluster: Cluster) -> None:
@@ -470,9 +477,7 @@ async def test_push_to_groups_reaches_each_member_once(cluster: Cluster) -> None
 
     assert await b.backend.push(APP.id, Target("groups", ("g1", "g2", "empty")), "m") == []
 
-    await cluster.settle()
-    assert [c.socket.payloads() for c in reached] == [["m"]] * len(reached)
-    assert [c.socket.payloads() for c in missed] == [[]] * len(missed)
+    await only_reached(cluster, reached, missed)
 
 
 async def test_push_to_all_reaches_every_tunnel_of_the_app_once(cluster: Cluster) -> None:
@@ -488,9 +493,7 @@ async def test_push_to_all_reaches_every_tunnel_of_the_app_once(cluster: Cluster
     assert await a.backend.push(APP.id, Target("all"), "everyone") == []
     assert await b.backend.push(APP.id, Target("all"), "again") == []
 
-    await cluster.settle()
-    assert [c.socket.payloads() for c in reached] == [["everyone", "again"]] * len(reached)
-    assert [c.socket.payloads() for c in missed] == [[]] * len(missed)
+    await only_reached(cluster, reached, missed, ("everyone", "again"))
 
 
 # ---- groups ---------------------------------------------------------------------------------

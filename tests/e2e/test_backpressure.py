@@ -38,6 +38,14 @@ async def open_quiet(url: str) -> ClientConnection:
     return await connect(url, ping_interval=None, open_timeout=10, close_timeout=5)
 
 
+async def open_accepted(receiver: WebhookReceiver, issued: dict[str, Any]) -> ClientConnection:
+    """Open the issued tunnel and wait until the receiver has its ``tunnel.connected``."""
+    ws = await open_quiet(issued["connect_url"])
+    tunnel_id = issued["tunnel_id"]
+    await check_for(5, lambda: kinds(receiver, tunnel_id) == ["tunnel.connected"])
+    return ws
+
+
 def numbers(receiver: WebhookReceiver, tunnel_id: str) -> list[int]:
     return [int(e["data"]) for e in receiver.events_of(tunnel_id, "tunnel.message")]
 
@@ -68,8 +76,7 @@ async def test_a_held_socket_outlives_many_keepalive_deadlines_and_loses_nothing
     demo = held_broker.client("demo")
     issued = await demo.issue("ada")
     tunnel_id = issued["tunnel_id"]
-    ws = await open_quiet(issued["connect_url"])
-    await check_for(5, lambda: kinds(quiet_receiver, tunnel_id) == ["tunnel.connected"])
+    ws = await open_accepted(quiet_receiver, issued)
     async with quiet_receiver.outage():
         for n in range(1, 21):  # 4 s at 5/s: ten fill the buffer, the rest wait unread
             await ws.send(str(n))
@@ -97,8 +104,7 @@ async def test_what_piled_up_unread_is_not_charged_as_a_burst(
     6 s outage and arrive at once afterwards, which is not a burst the client made."""
     issued = await held_broker.client("demo").issue("bea")
     tunnel_id = issued["tunnel_id"]
-    ws = await open_quiet(issued["connect_url"])
-    await check_for(5, lambda: kinds(quiet_receiver, tunnel_id) == ["tunnel.connected"])
+    ws = await open_accepted(quiet_receiver, issued)
     async with quiet_receiver.outage():
         for n in range(1, 25):
             await ws.send(str(n))
@@ -120,8 +126,7 @@ async def test_a_takeover_during_back_pressure_keeps_the_old_sockets_messages_fi
 ) -> None:
     issued = await held_broker.client("demo").issue("cy")
     tunnel_id = issued["tunnel_id"]
-    old = await open_quiet(issued["connect_url"])
-    await check_for(5, lambda: kinds(quiet_receiver, tunnel_id) == ["tunnel.connected"])
+    old = await open_accepted(quiet_receiver, issued)
     async with quiet_receiver.outage():
         for n in range(1, 16):
             await old.send(str(n))
@@ -168,8 +173,7 @@ async def test_a_memory_broker_stopped_during_an_outage_keeps_its_events_for_the
         async with httpx.AsyncClient(base_url=first.url, headers=headers) as http:
             issued: dict[str, Any] = (await http.post("/v1/tunnels", json={"user_id": "di"})).json()
         tunnel_id = issued["tunnel_id"]
-        ws = await open_quiet(issued["connect_url"])
-        await check_for(5, lambda: kinds(quiet_receiver, tunnel_id) == ["tunnel.connected"])
+        ws = await open_accepted(quiet_receiver, issued)
         async with quiet_receiver.outage():
             for n in range(1, 6):
                 await ws.send(str(n))

@@ -50,14 +50,7 @@ class MemoryBackend(Backend):
             logger.error("events a previous process left could not be read: %s", exc)
             return
         for app_id, events in left.items():
-            queue = self.delivery.queue_of(app_id)
-            if queue is None:
-                logger.error("%d events of unknown app %s left unsent", len(events), app_id)
-                continue
-            queue.emit_older(events)
-            logger.info(
-                "delivering %d events a previous process left (app %s)", len(events), app_id
-            )
+            self.delivery.emit_older(app_id, events)
 
     async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
         if self.handover is None:

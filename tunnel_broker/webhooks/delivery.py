@@ -218,6 +218,16 @@ class EventDelivery:
         app = self.apps.get(app_id)
         return None if app is None else self.queue(app)
 
+    def emit_older(self, app_id: str, older: list[EncodedEvent]) -> dict[str, int]:
+        """``AppEventQueue.emit_older`` for handed-over events of an app known by id; an
+        unknown app's (deleted meanwhile) are logged and dropped: nobody could take them."""
+        queue = self.queue_of(app_id)
+        if queue is None:
+            logger.error("%d handed-over events of unknown app %s dropped", len(older), app_id)
+            return {}
+        logger.info("delivering %d handed-over events of app %s first", len(older), app_id)
+        return queue.emit_older(older)
+
     def depths(self) -> dict[str, int]:
         return {app_id: q.depth for app_id, q in self._queues.items()}
 

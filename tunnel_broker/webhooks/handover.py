@@ -4,7 +4,7 @@ A broker stopped while the business server is down still holds events, ``tunnel.
 among them; dropping them would show the business server a tunnel that never closed.
 With the memory backend there is no other pod to take them, so the process writes them
 to a file as it exits and the next process on the same file delivers them before
-anything newer (``EventDelivery.queue(app).emit_older``). The Redis backend hands them
+anything newer (``EventDelivery.emit_older``). The Redis backend hands them
 to the other pods instead (``backend/redis/handover.py``).
 
 The file holds message contents and user identities: it is created 0600 in a directory

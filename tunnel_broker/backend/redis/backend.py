@@ -112,7 +112,6 @@ class RedisBackend(Backend):
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.
         self._conns: dict[Tunnel, str] = {}
-        self._subscribed = self.subscription.subscribed
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._adopting = True
@@ -146,7 +145,8 @@ class RedisBackend(Backend):
         ]
         if self.health.healthy:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._subscribed.wait(), max(1.0, self.lease_seconds / 3))
+                subscribed = self.subscription.subscribed.wait()
+                await asyncio.wait_for(subscribed, max(1.0, self.lease_seconds / 3))
 
     async def stop(self) -> None:
         if self._stopped:
@@ -164,7 +164,7 @@ class RedisBackend(Backend):
         await self.subscription.close()
 
     def ready(self) -> bool:
-        return self.health.healthy and self._subscribed.is_set()
+        return self.health.healthy and self.subscription.subscribed.is_set()
 
     def use_delivery(self, delivery: EventDelivery) -> None:
         self.order.delivery = delivery
@@ -186,14 +186,10 @@ class RedisBackend(Backend):
         if not self._adopting or delivery is None:
             return
         for app_id, events in (await self.handovers.adopt()).items():
-            queue = delivery.queue_of(app_id)
-            if queue is None:
-                logger.error("%d handed-over events of unknown app %s dropped", len(events), app_id)
-                epochs: dict[str, int | None] = {e.tunnel_id: None for e in events}
-            else:
-                epochs = dict(queue.emit_older(events))
-            for tunnel_id, epoch in epochs.items():
-                self.order.let_go(app_id, tunnel_id, epoch)
+            epochs = delivery.emit_older(app_id, events)
+            for tunnel_id in dict.fromkeys(e.tunnel_id for e in events):
+                # An epoch of None (the app is gone): nothing to deliver, settle at once.
+                self.order.let_go(app_id, tunnel_id, epochs.get(tunnel_id))
                 await self.order.released(app_id, tunnel_id)  # this pod may be next
 
     def session_store(self) -> SessionStore:
@@ -217,7 +213,7 @@ class RedisBackend(Backend):
             try:
                 recovering = not health.healthy
                 await self.leases.renew()
-                if recovering and not self._subscribed.is_set():
+                if recovering and not self.subscription.subscribed.is_set():
                     continue  # repair once the others' messages reach this pod again
                 if recovering:
                     await self._repair()

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.registry import texts
-from tunnel_broker.backend.redis.scripts import ADOPT, HAND_OVER_APPEND, HAND_OVER_COMMIT
+from tunnel_broker.backend.redis.scripts import HAND_OVER_APPEND, TAKE_PLACE
 from tunnel_broker.webhooks.events import EncodedEvent, from_record, to_record
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
@@ -41,8 +41,7 @@ class Handovers:
         self.redis = client
         self.node_id = node_id
         self._append = client.register_script(HAND_OVER_APPEND)
-        self._commit = client.register_script(HAND_OVER_COMMIT)
-        self._adopt = client.register_script(ADOPT)
+        self._take_place = client.register_script(TAKE_PLACE)
 
     async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
         """Leave ``undelivered`` (app id -> events in order) for another pod; how many.
@@ -57,8 +56,8 @@ class Handovers:
             # Announced before it takes this pod's place on the owed sets: a hand-over
             # named there is always one some pod will adopt.
             await self.redis.sadd(keys.HANDOVERS, keys.member(app_id, handover_id))
-            await self._commit(
-                keys=[key], args=[self.node_id, handover_id, keys.owed_prefix(app_id)]
+            await self._take_place(
+                keys=[key], args=[self.node_id, handover_id, keys.owed_prefix(app_id), ""]
             )
             count += len(records)
         return count
@@ -72,9 +71,9 @@ class Handovers:
         adopted: dict[str, list[EncodedEvent]] = {}
         for member in texts(await self.redis.smembers(keys.HANDOVERS)):
             app_id, handover_id = keys.split_member(member)
-            records = await self._adopt(
+            records = await self._take_place(
                 keys=[keys.handover(app_id, handover_id)],
-                args=[self.node_id, handover_id, keys.owed_prefix(app_id)],
+                args=[handover_id, self.node_id, keys.owed_prefix(app_id), "take"],
             )
             await self.redis.srem(keys.HANDOVERS, member)
             events = adopted.setdefault(app_id, [])

@@ -76,51 +76,33 @@ class Released:
 ControlMessage = Push | Close | Replace | Membership | Released
 
 
+def _head(op: str, app_id: str, target: Target) -> dict[str, Any]:
+    return {"op": op, "app": app_id, "kind": target.kind, "ids": list(target.ids)}
+
+
 def encode(message: ControlMessage, sender: str) -> str:
     wire: dict[str, Any]
     if isinstance(message, Push):
         payload = message.payload
-        wire = {
-            "op": "deliver",
-            "app": message.app_id,
-            "kind": message.target.kind,
-            "ids": list(message.target.ids),
-            "payload": {"text": payload}
+        wire = _head("deliver", message.app_id, message.target)
+        wire["payload"] = (
+            {"text": payload}
             if isinstance(payload, str)
-            else {"b64": base64.b64encode(payload).decode()},
-        }
+            else {"b64": base64.b64encode(payload).decode()}
+        )
     elif isinstance(message, Close):
-        wire = {
-            "op": "close",
-            "app": message.app_id,
-            "kind": message.target.kind,
-            "ids": list(message.target.ids),
-            "code": message.code,
-            "reason": message.reason,
-        }
-    elif isinstance(message, Replace):
-        wire = {
-            "op": "replace",
-            "app": message.app_id,
-            "kind": "tunnels",
-            "ids": [message.tunnel_id],
-            "conn": message.conn,
-        }
-    elif isinstance(message, Released):
-        wire = {
-            "op": "released",
-            "app": message.app_id,
-            "kind": "tunnels",
-            "ids": [message.tunnel_id],
-        }
+        wire = _head("close", message.app_id, message.target)
+        wire.update(code=message.code, reason=message.reason)
     else:
-        wire = {
-            "op": "join" if message.join else "leave",
-            "app": message.app_id,
-            "kind": "tunnels",
-            "ids": [message.tunnel_id],
-            "group": message.group,
-        }
+        one = Target("tunnels", (message.tunnel_id,))
+        if isinstance(message, Replace):
+            wire = _head("replace", message.app_id, one)
+            wire["conn"] = message.conn
+        elif isinstance(message, Released):
+            wire = _head("released", message.app_id, one)
+        else:
+            wire = _head("join" if message.join else "leave", message.app_id, one)
+            wire["group"] = message.group
     wire["from"] = sender
     return _dumps(wire)
 

@@ -97,7 +97,7 @@ class EventOrder:
         ``alive`` (pods with a lease) when the caller read them already."""
         app_id, tunnel_id = key
         if owed is None:
-            _, owed = await self.registry.settle(app_id, tunnel_id, [])
+            (owed,) = await self.registry.owed([key])
         others = [node for node in owed if node != self.node_id]
         if others:
             gone = await self._gone(app_id, others, alive)

@@ -114,11 +114,16 @@ for i = 1, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
 return redis.call('LLEN', KEYS[1])
 """
 
-# KEYS[1] the app's hand-over list; ARGV: this pod, the hand-over's id, owed key prefix
-# The hand-over owes the listed tunnels' events in this pod's place.
-HAND_OVER_COMMIT = """
+# KEYS[1] the app's hand-over list
+# ARGV: the owner leaving, the owner taking its place, owed key prefix, "take" or ""
+# The new owner takes the old one's place on the owed sets of the listed tunnels: the
+# hand-over in its pod's place as the list is committed, an adopting pod in the
+# hand-over's as it takes the list ("take": the list is removed and returned, whole; it
+# is empty if another pod was first).
+TAKE_PLACE = """
+local records = redis.call('LRANGE', KEYS[1], 0, -1)
 local seen = {}
-for _, record in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+for _, record in ipairs(records) do
   local tunnel = string.match(record, '^([^\\n]*)')
   if not seen[tunnel] then
     seen[tunnel] = true
@@ -126,23 +131,7 @@ for _, record in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
     redis.call('SADD', ARGV[3] .. tunnel, ARGV[2])
   end
 end
-return 1
-"""
-
-# KEYS[1] the app's hand-over list; ARGV: adopting pod, the hand-over's id, owed prefix
-# Takes the whole list (empty if another pod was first) and owes its tunnels' events in
-# the hand-over's place.
-ADOPT = """
-local records = redis.call('LRANGE', KEYS[1], 0, -1)
+if ARGV[4] ~= 'take' then return {} end
 redis.call('DEL', KEYS[1])
-local seen = {}
-for _, record in ipairs(records) do
-  local tunnel = string.match(record, '^([^\\n]*)')
-  if not seen[tunnel] then
-    seen[tunnel] = true
-    redis.call('SREM', ARGV[3] .. tunnel, ARGV[2])
-    redis.call('SADD', ARGV[3] .. tunnel, ARGV[1])
-  end
-end
 return records
 """
