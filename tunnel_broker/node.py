@@ -205,7 +205,7 @@ class Node:
         events above all: without them the business server would see tunnels that never
         closed)."""
         undelivered = await self.events.take_undelivered()
-        count = sum(len(events) for events in undelivered.values())
+        count = sum(len(kept) for kept in undelivered.values())
         if not count:
             return
         kept = await self.backend.hand_over(undelivered)
