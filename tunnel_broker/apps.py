@@ -57,6 +57,10 @@ class AppLimits(BaseModel):
     webhook_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     webhook_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Durable events (Redis backend): undelivered events stored, all pods together.
+    event_store_max_bytes: Annotated[int, Field(ge=1024 * 1024, le=64 * 1024**3)] = (
+        256 * 1024 * 1024
+    )
     session_lifetime_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 30 * 86400
     session_idle_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 7 * 86400
     max_sessions_per_openid: Annotated[int, Field(ge=1, le=1000)] = 5

@@ -173,6 +173,13 @@ class Settings:
     lease_seconds: float = setting(
         15.0, help="Redis backend: a silent pod's tunnels are closed after this."
     )
+    durable_events: bool = setting(
+        True,
+        help=(
+            "Redis backend: write each webhook event to Redis before sending it, so that "
+            "it survives the death of its pod (false: kept only at a clean stop)."
+        ),
+    )
     max_connections: int = setting(
         100_000,
         help="Open connections (tunnels included) above which new ones get 503 and are closed.",
@@ -232,9 +239,23 @@ class Settings:
         return self.with_secret_key(secrets.token_urlsafe(32))
 
 
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+_boolean.__name__ = "boolean (true or false)"
+
+
 def _parser(annotation: Any) -> Callable[[str], Any]:
     if annotation is Secret:
         return _secret
+    if annotation is bool:
+        return _boolean
     if typing.get_origin(annotation) is Literal:
         return str  # the choices are checked before parsing
     assert annotation in (str, int, float), f"no parser for settings of type {annotation}"

@@ -87,10 +87,16 @@ class Node:
             settings.node_id,
             self._report_lost,
             settings.lease_seconds,
+            settings.durable_events,
+            self._max_stored_bytes,
         )
         backend.on_apps_changed = self.reload_apps
         backend.on_repaired = self.sync_apps
         return backend
+
+    def _max_stored_bytes(self, app_id: str) -> int:
+        app = self.apps.get(app_id)
+        return app.limits.event_store_max_bytes if app is not None else 0
 
     def _pressure(self) -> dict[str, Pressure]:
         held = Counter(t.app.id for t in self.hub if t.held)

@@ -323,31 +323,68 @@ def test_an_epoch_drained_twice_is_reported_twice() -> None:
     assert buf.complete(batch_id) == [epoch]
 
 
-def test_push_older_goes_first_and_is_counted() -> None:
+def test_adopted_events_go_after_those_queued_and_are_counted() -> None:
+    # Queued events of the same tunnel are this pod's own from before the tunnel moved
+    # to the pod whose events are adopted: older.
     buf = buffer()
-    buf.push(make("t1", "new1"))
-    buf.push(make("t2", "new2"))
-    handed = new_epoch()
-    older = [make("t1", "old1", epoch=handed), make("t3", "old2", epoch=handed)]
-    buf.push_older(older)
-    assert texts(buf.queue) == ["old1", "old2", "new1", "new2"]
+    buf.push(make("t1", "own1"))
+    buf.push(make("t2", "own2"))
+    adopted_epoch = new_epoch()
+    adopted = [
+        make("t1", "adopted1", epoch=adopted_epoch),
+        make("t3", "adopted2", epoch=adopted_epoch),
+    ]
+    buf.push_adopted(adopted)
+    assert texts(buf.queue) == ["own1", "own2", "adopted1", "adopted2"]
     assert buf.events == 4
     assert buf.bytes == size_of(buf.queue)
-    assert buf.pending == {0: 2, handed: 2}
+    assert buf.pending == {0: 2, adopted_epoch: 2}
     batch_id, batch = buf.take_batch()
-    assert texts(batch) == ["old1", "old2", "new1", "new2"]
-    assert sorted(buf.complete(batch_id)) == sorted([0, handed])
+    assert texts(batch) == ["own1", "own2", "adopted1", "adopted2"]
+    assert sorted(buf.complete(batch_id)) == [0, adopted_epoch]
 
 
-def test_push_older_is_not_parked_behind_a_held_epoch_of_its_tunnel() -> None:
+def test_adopted_events_go_before_those_parked_of_their_tunnel() -> None:
+    # A socket attached while the adopted events' pod owed them is held: its events are
+    # newer.
     buf = buffer()
     held = new_epoch()
     buf.hold(held, "t1")
     buf.push(make("t1", "h1", epoch=held))
-    buf.push_older([make("t1", "old", epoch=new_epoch())])
+    buf.push_adopted([make("t1", "old", epoch=new_epoch()), make("t2", "other", epoch=new_epoch())])
+    assert texts(buf.parked["t1"]) == ["old", "h1"]
     _, batch = buf.take_batch()
-    assert texts(batch) == ["old"]
-    assert texts(buf.parked["t1"]) == ["h1"]
+    assert texts(batch) == ["other"]
+    buf.release(held)
+    assert texts(buf.queue) == ["old", "h1"]
+    assert "t1" not in buf.parked
+
+
+def test_a_batch_stops_at_the_first_event_not_stored() -> None:
+    buf = buffer()
+    first, second, third = make("t1", "a"), make("t2", "b"), make("t3", "c")
+    second.stored = False
+    for pending in (first, second, third):
+        buf.push(pending)
+    _, batch = buf.take_batch()
+    assert texts(batch) == ["a"]
+    assert buf.wait_before_next(now=100.0) is None  # nothing sendable until it is stored
+    second.stored = True
+    assert buf.wait_before_next(now=100.0) == 0.0
+    _, batch = buf.take_batch()
+    assert texts(batch) == ["b", "c"]
+
+
+def test_undelivered_lists_everything_in_order_and_keeps_it() -> None:
+    buf = buffer()
+    held = new_epoch()
+    buf.push(make("t1", "a"))
+    buf.take_batch()
+    buf.push(make("t2", "b"))
+    buf.hold(held, "t3")
+    buf.push(make("t3", "c", epoch=held))
+    assert texts(buf.undelivered()) == ["a", "b", "c"]
+    assert buf.events == 3
 
 
 def test_take_all_returns_in_flight_then_queued_then_parked_and_resets() -> None:

@@ -13,7 +13,7 @@ import pytest
 from tests.support.waiting import check_for, settle, until
 from tunnel_broker.apps import App, AppRegistry, parse_apps
 from tunnel_broker.webhooks import events
-from tunnel_broker.webhooks.batching import new_epoch
+from tunnel_broker.webhooks.batching import Pending, new_epoch
 from tunnel_broker.webhooks.delivery import AppEventQueue, EventDelivery
 from tunnel_broker.webhooks.events import EncodedEvent
 from tunnel_broker.webhooks.sender import WebhookSender
@@ -212,7 +212,7 @@ async def test_when_delivered_of_a_held_epoch_waits_for_its_release(setup: Setup
     assert sender.delivered() == ["h1"]
 
 
-async def test_emit_older_goes_before_what_was_queued(setup: Setup) -> None:
+async def test_emit_adopted_gives_each_tunnel_a_fresh_epoch(setup: Setup) -> None:
     queue, sender = setup.queue, setup.sender
     sender.blocking = True
     before = new_epoch()
@@ -220,7 +220,8 @@ async def test_emit_older_goes_before_what_was_queued(setup: Setup) -> None:
     await until(lambda: len(sender.batches) == 1)
     queue.emit(event("t2", "y"), None, before)
     queue.emit(event("t1", "z"), None, before)
-    epochs = queue.emit_older([event("t1", "o1"), event("t2", "o2"), event("t1", "o3")])
+    adopted = [Pending(event("t1", "o1")), Pending(event("t2", "o2")), Pending(event("t1", "o3"))]
+    epochs = queue.emit_adopted(adopted)
     assert set(epochs) == {"t1", "t2"}
     assert epochs["t1"] != epochs["t2"]
     assert all(e > before for e in epochs.values())  # fresh epochs
@@ -230,15 +231,15 @@ async def test_emit_older_goes_before_what_was_queued(setup: Setup) -> None:
     queue.when_delivered(epochs["t1"], lambda: calls.append("t1"))
     sender.ack(0)
     await until(lambda: len(sender.batches) == 2)
-    assert sender.batches[1] == ["o1", "o2", "o3", "y", "z"]
+    assert sender.batches[1] == ["y", "z", "o1", "o2", "o3"]
     assert calls == []
     sender.ack(1)
     await until(lambda: calls == ["t1"])
     assert queue.pending_of(epochs["t2"]) == 0
 
 
-async def test_emit_older_of_nothing_leaves_the_queue_idle(setup: Setup) -> None:
-    assert setup.queue.emit_older([]) == {}
+async def test_emit_adopted_of_nothing_leaves_the_queue_idle(setup: Setup) -> None:
+    assert setup.queue.emit_adopted([]) == {}
     assert setup.queue.idle.is_set()
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(setup.queue.idle.wait(), 0.5)
@@ -259,7 +260,7 @@ async def test_take_undelivered_returns_in_flight_queued_and_parked_and_stops(
     queue.emit(event("t3", "c"), None, held)  # parked
     queue.emit(event("t2", "d"), None, new_epoch())  # queued
     taken = await queue.take_undelivered()
-    assert [text_of(e) for e in taken] == ["a", "b", "d", "c"]
+    assert [text_of(p.event) for p in taken] == ["a", "b", "d", "c"]
     assert queue.depth == 0
     assert queue.parked == 0
     assert queue.pending_of(held) == 0

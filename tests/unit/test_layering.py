@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "local state",
-        ("tunnels.tunnel", "tunnels.hub", "webhooks.sender", "webhooks.delivery"),
+        ("tunnels.tunnel", "tunnels.hub", "webhooks.sender", "webhooks.store", "webhooks.delivery"),
     ),
     ("backends", ("backend",)),
     ("actions", ("webhooks.actions",)),

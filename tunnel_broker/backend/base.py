@@ -17,8 +17,8 @@ from tunnel_broker.errors import BackendUnavailable, TooManyGroups, TooManyTunne
 from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks.batching import Pending
 from tunnel_broker.webhooks.delivery import EventDelivery
-from tunnel_broker.webhooks.events import EncodedEvent
 
 __all__ = [
     "Backend",
@@ -93,7 +93,7 @@ class Backend(ABC):
     def begin_drain(self) -> None:  # noqa: B027 - optional hook
         """The node is leaving: take on no more work (such as other pods' events)."""
 
-    async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
+    async def hand_over(self, undelivered: dict[str, list[Pending]]) -> int:
         """Keep the events this process could not deliver (app id -> events, in order)
         for whoever delivers next; how many were kept."""
         return 0

@@ -13,8 +13,8 @@ from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunn
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks.batching import Pending
 from tunnel_broker.webhooks.delivery import EventDelivery
-from tunnel_broker.webhooks.events import EncodedEvent
 from tunnel_broker.webhooks.handover import FileHandover
 
 logger = logging.getLogger("tunnel_broker.backend.memory")
@@ -50,13 +50,15 @@ class MemoryBackend(Backend):
             logger.error("events a previous process left could not be read: %s", exc)
             return
         for app_id, events in left.items():
-            self.delivery.emit_older(app_id, events)
+            self.delivery.emit_adopted(app_id, [Pending(event) for event in events])
 
-    async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
+    async def hand_over(self, undelivered: dict[str, list[Pending]]) -> int:
         if self.handover is None:
             return 0
         try:
-            return self.handover.save(undelivered)
+            return self.handover.save(
+                {app_id: [p.event for p in pendings] for app_id, pendings in undelivered.items()}
+            )
         except OSError as exc:
             logger.error("undelivered events could not be kept in %s: %s", self.handover.path, exc)
             return 0

@@ -21,6 +21,10 @@ events another pod has not delivered yet (a takeover or a reconnect across pods)
 that new events never overtake old ones; counting undelivered events per epoch tells a
 pod when it has delivered all of an old socket's.
 
+Events kept in a store (durable events, ``backend/redis/journal.py``) are *sendable* only
+once stored: a batch stops at the first event that is not. The store writes events in the
+order they were queued, so this holds back only the newest.
+
 The queue as a whole is bounded; when it is full the caller stops reading from that app's
 sockets instead of dropping anything.
 """
@@ -54,6 +58,10 @@ class Pending:
     on_delivered: OnDelivered | None = None
     queued_at: float = 0.0
     epoch: int = 0
+    # False until an event store has written it (``durable`` events only).
+    stored: bool = True
+    # Where the store keeps it: (entry id, size), for deleting it once delivered.
+    entry: tuple[str, int] | None = None
 
 
 class EventBuffer:
@@ -129,10 +137,7 @@ class EventBuffer:
     def take_all(self) -> list[Pending]:
         """Empty the buffer; everything not acknowledged, each tunnel's in order (in
         flight, queued, parked)."""
-        left = [p for _, batch in sorted(self.in_flight.items()) for p in batch]
-        left += self.queue
-        for parked in self.parked.values():
-            left += parked
+        left = self.undelivered()
         self.in_flight.clear()
         self.queue.clear()
         self.parked.clear()
@@ -142,12 +147,32 @@ class EventBuffer:
         self.events = self.bytes = 0
         return left
 
-    def push_older(self, older: list[Pending]) -> None:
-        """Queue events that happened before everything queued (another pod's, handed
-        over): they go first."""
-        self.queue.extendleft(reversed(older))
-        for pending in older:
+    def push_adopted(self, adopted: list[Pending]) -> None:
+        """Queue events another pod (or this process's previous run) left undelivered.
+
+        They are older than every event of their tunnel parked here (a socket attached
+        while their pod still owed them is held: ``backend/redis/order.py``), so they go
+        before those; and newer than any queued, which are this pod's own from before the
+        tunnel moved to theirs."""
+        before_parked: dict[str, list[Pending]] = {}
+        for pending in adopted:
             self._count(pending)
+            tunnel_id = pending.event.tunnel_id
+            if tunnel_id in self.parked:
+                before_parked.setdefault(tunnel_id, []).append(pending)
+            else:
+                self.queue.append(pending)
+        for tunnel_id, events in before_parked.items():
+            self.parked[tunnel_id].extendleft(reversed(events))
+
+    def undelivered(self) -> list[Pending]:
+        """Everything not acknowledged, each tunnel's in order: in flight, queued, parked
+        (what ``take_all`` returns, left in place)."""
+        left = [p for _, batch in sorted(self.in_flight.items()) for p in batch]
+        left += self.queue
+        for parked in self.parked.values():
+            left += parked
+        return left
 
     def _count(self, pending: Pending) -> None:
         self.events += 1
@@ -159,7 +184,7 @@ class EventBuffer:
         busy = self.busy_tunnels
         limit = self.batch_events * SCAN_FACTOR
         for index, pending in enumerate(self.queue):
-            if index >= limit:
+            if index >= limit or not pending.stored:
                 return None
             if pending.event.tunnel_id not in busy:
                 return pending
@@ -194,6 +219,8 @@ class EventBuffer:
         queue = self.queue
         while queue and len(batch) < self.batch_events and scanned < limit:
             pending = queue[0]
+            if not pending.stored:
+                break
             tunnel_id = pending.event.tunnel_id
             if tunnel_id in blocked:
                 kept.append(queue.popleft())

@@ -6,8 +6,8 @@ leaves when) and a dispatcher task that starts a request whenever the buffer say
 to the app's concurrency. Each request is a ``WebhookSender.send`` that retries the same
 batch until the receiver answers 2xx; only then are the reply's actions carried out and
 the batch's callbacks run (``tunnel.connected``'s approves its tunnel). When an app's
-buffer is full, ``full`` is set and the readers of that app's sockets wait in
-``wait_for_room``: back-pressure, not loss.
+buffer is full, or its event store cannot keep up (``store.py``), ``full`` is set and
+the readers of that app's sockets wait in ``wait_for_room``: back-pressure, not loss.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from tunnel_broker.apps import App, AppRegistry
 from tunnel_broker.webhooks.batching import EventBuffer, OnDelivered, Pending, new_epoch
 from tunnel_broker.webhooks.events import EncodedEvent
 from tunnel_broker.webhooks.sender import WebhookSender
+from tunnel_broker.webhooks.store import EventStore
 
 logger = logging.getLogger("tunnel_broker.webhooks.delivery")
 
@@ -43,9 +44,11 @@ class AppEventQueue:
             linger=limits.webhook_linger_ms / 1000,
         )
         self.loop = asyncio.get_running_loop()
+        self.store = delivery.store
         # ``full`` mirrors ``not room.is_set()`` as a plain attribute: socket readers check
-        # it once per message.
+        # it once per message. The buffer fills, or the store blocks (``block``).
         self.full = False
+        self.blocked = False
         self._room = asyncio.Event()
         self._room.set()
         self.idle = asyncio.Event()
@@ -71,9 +74,12 @@ class AppEventQueue:
         """Queue an event of ``epoch`` (``batching.py``); always accepted (see
         ``EventBuffer.push``)."""
         buffer = self.buffer
-        buffer.push(Pending(event, on_delivered, self.loop.time(), epoch))
+        pending = Pending(event, on_delivered, self.loop.time(), epoch)
+        buffer.push(pending)
         self.idle.clear()
-        if self._wake_on_emit or len(buffer.queue) >= buffer.batch_events:
+        if self.store is not None and self.store.added(self, pending):
+            pass  # sent once stored: ``stored`` wakes the dispatcher
+        elif self._wake_on_emit or len(buffer.queue) >= buffer.batch_events:
             self._wakeup.set()
         if not buffer.has_room:
             self.full = True
@@ -81,6 +87,24 @@ class AppEventQueue:
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
+
+    def stored(self) -> None:
+        """The store wrote events: they may be sent now."""
+        self._wakeup.set()
+
+    def block(self, blocked: bool) -> None:
+        """The store cannot take more (unreachable, or the app's stored backlog is at
+        its limit) or can again."""
+        self.blocked = blocked
+        self._update_room()
+
+    def _update_room(self) -> None:
+        if self.blocked or not self.buffer.has_room:
+            self.full = True
+            self._room.clear()
+        else:
+            self.full = False
+            self._room.set()
 
     @property
     def parked(self) -> int:
@@ -106,23 +130,24 @@ class AppEventQueue:
         self.buffer.release(epoch)
         self._wakeup.set()
 
-    def emit_older(self, older: list[EncodedEvent]) -> dict[str, int]:
-        """Queue events that happened before everything queued (handed over by a process
-        or pod that stopped): they are delivered first. Always accepted, like closes.
-        Returns the epoch given to each tunnel's."""
-        if not older:
+    def emit_adopted(self, adopted: list[Pending]) -> dict[str, int]:
+        """Queue events a stopped or dead process left undelivered (``push_adopted``),
+        stored already if they come from a store. Always accepted, like closes. Gives
+        each tunnel's a fresh epoch; returns them."""
+        if not adopted:
             return {}
         now = self.loop.time()
         epochs: dict[str, int] = {}
-        for event in older:
-            if event.tunnel_id not in epochs:
-                epochs[event.tunnel_id] = new_epoch()
-        self.buffer.push_older([Pending(e, None, now, epochs[e.tunnel_id]) for e in older])
+        for pending in adopted:
+            tunnel_id = pending.event.tunnel_id
+            if tunnel_id not in epochs:
+                epochs[tunnel_id] = new_epoch()
+            pending.epoch = epochs[tunnel_id]
+            pending.queued_at = now
+        self.buffer.push_adopted(adopted)
         self.idle.clear()
         self._wakeup.set()
-        if not self.buffer.has_room:
-            self.full = True
-            self._room.clear()
+        self._update_room()
         return epochs
 
     async def _dispatch(self) -> None:
@@ -157,6 +182,8 @@ class AppEventQueue:
             except Exception:
                 logger.exception("app %s: carrying out webhook actions failed", self.app_id)
         drained = self.buffer.complete(batch_id)
+        if self.store is not None:
+            self.store.delivered(self, batch)
         for pending in batch:
             if pending.on_delivered is not None:
                 pending.on_delivered()
@@ -164,22 +191,21 @@ class AppEventQueue:
             for epoch in drained:
                 for callback in self._drained.pop(epoch, ()):
                     callback()
-        if self.buffer.has_room:
-            self.full = False
-            self._room.set()
+        if self.full:
+            self._update_room()
         if self.buffer.is_empty():
             self.idle.set()
         self._wakeup.set()
 
-    async def take_undelivered(self) -> list[EncodedEvent]:
+    async def take_undelivered(self) -> list[Pending]:
         """Stop delivering and return every event not acknowledged, in an order that
         keeps each tunnel's (a request in flight may still have reached the receiver:
         whoever delivers these later may deliver some twice, with the same ids)."""
         await self.close()
-        taken = [p.event for p in self.buffer.take_all()]
+        taken = self.buffer.take_all()
         self.idle.set()
-        self.full = False
-        self._room.set()  # readers still waiting go on (into a queue nobody delivers)
+        self.blocked = False
+        self._update_room()  # readers still waiting go on (into a queue nobody delivers)
         return taken
 
     async def close(self) -> None:
@@ -196,6 +222,8 @@ class EventDelivery:
         self.apps = apps
         self.sender = sender
         self.on_actions = on_actions
+        # Set by a backend that keeps events (``store.py``) before the first queue.
+        self.store: EventStore | None = None
         self._queues: dict[str, AppEventQueue] = {}
 
     def queue(self, app: App) -> AppEventQueue:
@@ -218,15 +246,15 @@ class EventDelivery:
         app = self.apps.get(app_id)
         return None if app is None else self.queue(app)
 
-    def emit_older(self, app_id: str, older: list[EncodedEvent]) -> dict[str, int]:
-        """``AppEventQueue.emit_older`` for handed-over events of an app known by id; an
-        unknown app's (deleted meanwhile) are logged and dropped: nobody could take them."""
+    def emit_adopted(self, app_id: str, adopted: list[Pending]) -> dict[str, int] | None:
+        """``AppEventQueue.emit_adopted`` for an app known by id; None for an unknown app
+        (deleted meanwhile), whose events are logged and dropped: nobody could take them."""
         queue = self.queue_of(app_id)
         if queue is None:
-            logger.error("%d handed-over events of unknown app %s dropped", len(older), app_id)
-            return {}
-        logger.info("delivering %d handed-over events of app %s first", len(older), app_id)
-        return queue.emit_older(older)
+            logger.error("%d adopted events of unknown app %s dropped", len(adopted), app_id)
+            return None
+        logger.info("delivering %d events left undelivered of app %s", len(adopted), app_id)
+        return queue.emit_adopted(adopted)
 
     def depths(self) -> dict[str, int]:
         return {app_id: q.depth for app_id, q in self._queues.items()}
@@ -245,9 +273,11 @@ class EventDelivery:
                 w.cancel()
         return sum(q.depth for q in queues)
 
-    async def take_undelivered(self) -> dict[str, list[EncodedEvent]]:
-        """Stop delivering; every app's unacknowledged events (see the queue's method)."""
-        taken = {app_id: await q.take_undelivered() for app_id, q in self._queues.items()}
+    async def take_undelivered(self) -> dict[str, list[Pending]]:
+        """Stop delivering; every app's unacknowledged events (see the queue's method).
+        Queues made afterwards start empty."""
+        queues, self._queues = self._queues, {}
+        taken = {app_id: await q.take_undelivered() for app_id, q in queues.items()}
         return {app_id: events for app_id, events in taken.items() if events}
 
     async def close(self) -> None:

@@ -95,6 +95,11 @@ def to_record(event: EncodedEvent) -> str:
     return f"{event.tunnel_id}\n{event.id}\n{event.type}\n{event.body.decode()}"
 
 
+def record_bytes(event: EncodedEvent) -> bytes:
+    """``to_record``, encoded, without decoding the body first."""
+    return f"{event.tunnel_id}\n{event.id}\n{event.type}\n".encode() + event.body
+
+
 def from_record(record: str) -> EncodedEvent:
     """The event of a record; ``ValueError`` for anything that is not one."""
     tunnel_id, event_id, event_type, body = record.split("\n", 3)

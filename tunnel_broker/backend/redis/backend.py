@@ -37,9 +37,10 @@ from tunnel_broker.backend.base import (
     TunnelRecord,
 )
 from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.adoption import Adoption
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
-from tunnel_broker.backend.redis.handover import Handovers
 from tunnel_broker.backend.redis.health import RedisHealth
+from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import LostTunnelReporter, NodeLeases
 from tunnel_broker.backend.redis.messages import (
     Close,
@@ -60,8 +61,8 @@ from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks.batching import Pending
 from tunnel_broker.webhooks.delivery import EventDelivery
-from tunnel_broker.webhooks.events import EncodedEvent
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -78,6 +79,8 @@ class RedisBackend(Backend):
         node_id: str,
         report_lost: LostTunnelReporter,
         lease_seconds: float = 15.0,
+        durable_events: bool = True,
+        max_stored_bytes: Callable[[str], int] = lambda app_id: 256 * 1024**2,
     ) -> None:
         self.hub = hub
         self.node_id = node_id
@@ -100,21 +103,25 @@ class RedisBackend(Backend):
             report_lost,
             lambda app_id, tunnel_id, epoch: self.order.let_go(app_id, tunnel_id, epoch),
         )
-        self.handovers = Handovers(self.redis, node_id)
+        self.journal = EventJournal(
+            self.redis, node_id, self.health, durable_events, max_stored_bytes, lease_seconds / 2
+        )
         self.order = EventOrder(
             self.registry,
             self.leases,
-            self.handovers,
+            self.journal,
             node_id,
             self._publish,
             poll_seconds=min(1.0, lease_seconds / 8),
         )
+        self.adoption = Adoption(self.journal, self.leases, self.order)
+        self.leases.adopt = self.adoption.adopt
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.
         self._conns: dict[Tunnel, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
-        self._adopting = True
+        self._previous_run_reaped = False
         self.on_apps_changed: Hook | None = None
         self.on_repaired: Hook | None = None
 
@@ -124,11 +131,7 @@ class RedisBackend(Backend):
         try:
             await self.redis.ping()
             await self.leases.renew()
-            # A previous process with our node id died without a goodbye: its tunnels
-            # are gone, report them now rather than leaving them in the indexes forever.
-            stale = await self.leases.reap(self.node_id, announce=False)
-            if stale:
-                logger.warning("reported %d tunnels of a previous run of this node closed", stale)
+            await self._reap_previous_run()
         except RedisError as exc:
             # Start anyway: the pod is unready until Redis answers, then catches up.
             logger.error("redis unreachable at start (%s); retrying", type(exc).__name__)
@@ -158,39 +161,37 @@ class RedisBackend(Backend):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.order.stop()
+        await self.journal.stop()
         with contextlib.suppress(RedisError):
             await self.leases.goodbye()
         await self.redis.aclose()
         await self.subscription.close()
+
+    async def _reap_previous_run(self) -> None:
+        """Deliver what a previous process with our node id left, and report its tunnels
+        closed now rather than leaving them in the indexes forever."""
+        if self._previous_run_reaped:
+            return
+        stale = await self.leases.reap(self.node_id, announce=False)
+        self._previous_run_reaped = True
+        if stale:
+            logger.warning("reported %d tunnels of a previous run of this node closed", stale)
 
     def ready(self) -> bool:
         return self.health.healthy and self.subscription.subscribed.is_set()
 
     def use_delivery(self, delivery: EventDelivery) -> None:
         self.order.delivery = delivery
+        delivery.store = self.journal
 
     def begin_drain(self) -> None:
-        self._adopting = False
+        self.adoption.enabled = False
 
-    async def hand_over(self, undelivered: dict[str, list[EncodedEvent]]) -> int:
-        self._adopting = False
-        try:
-            return await self.handovers.hand_over(undelivered)
-        except RedisError as exc:
-            logger.error("undelivered events could not be handed over: %s", exc)
-            return 0
-
-    async def _adopt_handovers(self) -> None:
-        """Deliver what stopped pods handed over, before anything of this pod's."""
-        delivery = self.order.delivery
-        if not self._adopting or delivery is None:
-            return
-        for app_id, events in (await self.handovers.adopt()).items():
-            epochs = delivery.emit_older(app_id, events)
-            for tunnel_id in dict.fromkeys(e.tunnel_id for e in events):
-                # An epoch of None (the app is gone): nothing to deliver, settle at once.
-                self.order.let_go(app_id, tunnel_id, epochs.get(tunnel_id))
-                await self.order.released(app_id, tunnel_id)  # this pod may be next
+    async def hand_over(self, undelivered: dict[str, list[Pending]]) -> int:
+        """Leave the undelivered events in this pod's journals for the pod that adopts
+        them once this one has dropped its lease."""
+        self.adoption.enabled = False
+        return await self.journal.keep_all(undelivered)
 
     def session_store(self) -> SessionStore:
         return RedisSessionStore(self.redis, self.health)
@@ -215,6 +216,7 @@ class RedisBackend(Backend):
                 await self.leases.renew()
                 if recovering and not self.subscription.subscribed.is_set():
                     continue  # repair once the others' messages reach this pod again
+                await self._reap_previous_run()
                 if recovering:
                     await self._repair()
                     health.mark_healthy()
@@ -225,7 +227,7 @@ class RedisBackend(Backend):
                 # to renew before reaping any.
                 if time.monotonic() - health.healthy_since >= self.lease_seconds:
                     await self.leases.reap_expired()
-                await self._adopt_handovers()
+                await self.adoption.adopt_stopped()
             except RedisError as exc:
                 health.mark_unhealthy(exc)
             except Exception:
@@ -234,11 +236,15 @@ class RedisBackend(Backend):
     async def _repair(self) -> None:
         """After an outage: forget what we no longer hold, rewrite what we hold."""
         if await self.leases.take_reaped_marker():
-            # Others reported our tunnels closed while we were cut off; the clients must
-            # reconnect (to any pod) so that the business server hears of them again.
+            # Others reported our tunnels closed while we were cut off, and delivered
+            # what our journals held; the clients must reconnect (to any pod) so that
+            # the business server hears of them again.
             self.hub.close_all_replaced(CloseCode.SERVICE_RESTART, "node_lost")
+            await self.adoption.adopted_from_here()
             return
         await self.registry.reconcile([(t, self._conn(t)) for t in self.hub])
+        if self.order.delivery is not None:
+            await self.journal.rewrite(self.order.delivery.queues())
 
     # ---- pub/sub ------------------------------------------------------------------------
 

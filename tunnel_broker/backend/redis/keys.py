@@ -24,9 +24,14 @@ def owed_prefix(app_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:o:"
 
 
-def handover(app_id: str, handover_id: str) -> str:
-    """List of an app's events a stopped pod could not deliver (``handover.py``)."""
-    return f"{PREFIX}:{{{app_id}}}:h:{handover_id}"
+def journal(app_id: str, node_id: str) -> str:
+    """Stream of a pod's undelivered events of an app (``journal.py``)."""
+    return f"{PREFIX}:{{{app_id}}}:j:{node_id}"
+
+
+def journal_bytes(app_id: str) -> str:
+    """Hash: pod -> bytes of the app's events in that pod's journal."""
+    return f"{PREFIX}:{{{app_id}}}:jb"
 
 
 def user_index(app_id: str, user_id: str) -> str:
@@ -52,7 +57,7 @@ def node_reaped(node_id: str) -> str:
     return f"{PREFIX}:{{node:{node_id}}}:reaped"
 
 
-HANDOVERS = f"{PREFIX}:handovers"  # set of ``app_id <NUL> handover id`` waiting for a pod
+JOURNALS = f"{PREFIX}:journals"  # set of ``app_id <NUL> node id`` with a journal
 NODES = f"{PREFIX}:nodes"  # sorted set: node id -> lease expiry (unix seconds)
 APPS = f"{PREFIX}:apps"  # hash: app id -> app JSON
 SECRET_KEY = f"{PREFIX}:secret-key"

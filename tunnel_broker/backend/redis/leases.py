@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,6 +26,8 @@ logger = logging.getLogger("tunnel_broker.backend.redis")
 LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any]], int | None]
 # Called once a reaped tunnel's report is queued: (app_id, tunnel_id, epoch)
 LetGo = Callable[[str, str, int | None], None]
+# Takes a pod's journals (adoption.py): (node_id)
+Adopt = Callable[[str], Awaitable[None]]
 
 
 class NodeLeases:
@@ -44,6 +46,9 @@ class NodeLeases:
         self.lease_seconds = lease_seconds
         self.report_lost = report_lost
         self.let_go = let_go
+        # Set once adoption exists: a reaped pod's journals are taken before its tunnels
+        # are reported closed, so each ``tunnel.closed`` follows its tunnel's events.
+        self.adopt: Adopt | None = None
 
     async def renew(self) -> None:
         # Expiry at three quarters of the lease, checked every eighth: a dead pod's tunnels
@@ -60,6 +65,14 @@ class NodeLeases:
         now = time.time()
         scores = await pipe.execute()
         return {n for n, s in zip(nodes, scores, strict=True) if s is not None and s >= now}
+
+    async def leased(self, nodes: list[str]) -> set[str]:
+        """Those of ``nodes`` with a lease, expired or not."""
+        pipe = self.redis.pipeline(transaction=False)
+        for node in nodes:
+            pipe.zscore(keys.NODES, node)
+        scores = await pipe.execute()
+        return {n for n, s in zip(nodes, scores, strict=True) if s is not None}
 
     async def take_reaped_marker(self) -> bool:
         """Whether other pods reported this pod's tunnels closed while it was cut off
@@ -85,6 +98,8 @@ class NodeLeases:
     async def reap(self, node_id: str, announce: bool = True) -> int:
         """Report the tunnels ``node_id`` still holds closed; how many there were.
         ``announce=False`` for this pod's own previous run (nobody to tell)."""
+        if self.adopt is not None:
+            await self.adopt(node_id)
         listed = await self.registry.listed(node_id)
         if announce:
             await self.redis.set(keys.node_reaped(node_id), "1", ex=86400)

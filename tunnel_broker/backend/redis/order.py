@@ -16,9 +16,11 @@ How (the Redis side is in ``scripts.py``):
 - a pod attaching a tunnel whose owed set names another pod *holds* the new socket's
   epoch (its events are parked in order, not sent) until the set names no other pod: on
   a ``Released`` message, or found by a poll (a message may be lost while a
-  subscription reconnects; a dead pod's events are gone with it and it is taken off);
-- a pod that stops with events undelivered hands them over (``handover.py``): the
-  hand-over takes its place on the owed sets, and the pod adopting it takes that.
+  subscription reconnects);
+- a pod gone (stopped, or its lease expired) with events undelivered left them in its
+  journal (``journal.py``): the pod adopting the journal takes its place on the owed sets
+  in the same step. A gone pod without a journal of the app owes nothing more and is
+  taken off.
 
 The memory backend needs none of this: one process, one queue per app.
 """
@@ -34,7 +36,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.handover import Handovers, is_handover
+from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import NodeLeases
 from tunnel_broker.backend.redis.messages import ControlMessage, Released
 from tunnel_broker.backend.redis.registry import TunnelRegistry
@@ -51,14 +53,14 @@ class EventOrder:
         self,
         registry: TunnelRegistry,
         leases: NodeLeases,
-        handovers: Handovers,
+        journal: EventJournal,
         node_id: str,
         publish: Publish,
         poll_seconds: float,
     ) -> None:
         self.registry = registry
         self.leases = leases
-        self.handovers = handovers
+        self.journal = journal
         self.node_id = node_id
         self.publish = publish
         self.poll_seconds = poll_seconds
@@ -102,8 +104,8 @@ class EventOrder:
         if others:
             gone = await self._gone(app_id, others, alive)
             if gone:
-                # Their events are gone with them (docs/operations.md); wait no longer.
-                logger.warning("tunnel %s: %s gone owing events", tunnel_id, ",".join(gone))
+                # Nothing of theirs is left to deliver (docs/operations.md).
+                logger.info("tunnel %s: %s gone; waiting no longer", tunnel_id, ",".join(gone))
                 _, owed = await self.registry.settle(app_id, tunnel_id, gone)
                 others = [node for node in owed if node != self.node_id]
         if others:
@@ -114,15 +116,14 @@ class EventOrder:
                 queue.release(epoch)
 
     async def _gone(self, app_id: str, owners: list[str], alive: set[str] | None) -> list[str]:
-        """Owners that will never settle: pods whose lease expired, hand-overs adopted
-        (their adopter took their place)."""
-        pods = [o for o in owners if not is_handover(o)]
+        """Owners that will never settle: pods without a lease and without a journal of
+        the app (one with a journal is waiting for its adopter to take its place)."""
         if alive is None:
-            alive = await self.leases.alive(pods) if pods else set()
-        gone = [pod for pod in pods if pod not in alive]
-        for owner in owners:
-            if is_handover(owner) and not await self.handovers.exists(app_id, owner):
-                gone.append(owner)
+            alive = await self.leases.alive(owners)
+        gone = [pod for pod in owners if pod not in alive]
+        if gone:
+            kept = await self.journal.exists(app_id, gone)
+            gone = [pod for pod in gone if pod not in kept]
         return gone
 
     # ---- the pod that held it before ------------------------------------------------------
@@ -172,6 +173,14 @@ class EventOrder:
             with contextlib.suppress(Exception):
                 await self.publish(keys.node_channel(holder), Released(app_id, tunnel_id))
 
+    def forget(self) -> None:
+        """This pod's events were adopted by another pod (it was cut off and reaped) and
+        dropped here: it owes nothing any more, and holds nothing."""
+        self._held.clear()
+        for key in self._owing:
+            self._spawn(self._settle(key))
+        self._owing.clear()
+
     # ---- the safety net -------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -188,7 +197,7 @@ class EventOrder:
             try:
                 # Two round trips for all; more only for tunnels whose owers are gone.
                 owed_lists = await self.registry.owed(held)
-                pods = {o for owed in owed_lists for o in owed if not is_handover(o)}
+                pods = {o for owed in owed_lists for o in owed}
                 alive = await self.leases.alive(sorted(pods - {self.node_id}))
                 for key, owed in zip(held, owed_lists, strict=True):
                     await self._check(key, owed, alive)

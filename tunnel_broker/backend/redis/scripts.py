@@ -105,33 +105,75 @@ redis.call('HSET', KEYS[1], 'groups', encoded)
 return node
 """
 
-# Hand-over (handover.py): a stopping pod's undelivered events wait in a list per app for
-# another pod, which adopts the list whole. Records start with the tunnel id and a newline.
+# Journals (journal.py): each pod keeps its undelivered events of an app in a stream,
+# entries ``{r = record}`` with ids the pod chooses, increasing; records start with the
+# tunnel id and a newline. The app's stored-bytes hash has a field per pod.
 
-# KEYS[1] the app's hand-over list; ARGV: records. Appends them, in order.
-HAND_OVER_APPEND = """
-for i = 1, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-return redis.call('LLEN', KEYS[1])
+# KEYS[1] this pod's journal of the app, KEYS[2] the app's stored-bytes hash
+# ARGV: node, number of appends n, n (id, record) pairs, then (id, size) pairs to delete
+# Returns the app's stored bytes, all pods together.
+JOURNAL_WRITE = """
+local n = tonumber(ARGV[2])
+local delta = 0
+local i = 3
+for _ = 1, n do
+  redis.call('XADD', KEYS[1], ARGV[i], 'r', ARGV[i + 1])
+  delta = delta + #ARGV[i + 1]
+  i = i + 2
+end
+while i < #ARGV do
+  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then delta = delta - tonumber(ARGV[i + 1]) end
+  i = i + 2
+end
+if delta ~= 0 then redis.call('HINCRBY', KEYS[2], ARGV[1], delta) end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(v) end
+return total
 """
 
-# KEYS[1] the app's hand-over list
-# ARGV: the owner leaving, the owner taking its place, owed key prefix, "take" or ""
-# The new owner takes the old one's place on the owed sets of the listed tunnels: the
-# hand-over in its pod's place as the list is committed, an adopting pod in the
-# hand-over's as it takes the list ("take": the list is removed and returned, whole; it
-# is empty if another pod was first).
-TAKE_PLACE = """
-local records = redis.call('LRANGE', KEYS[1], 0, -1)
+# KEYS[1] the journal taken, KEYS[2] the adopter's journal of the same app, KEYS[3] the
+#   app's stored-bytes hash
+# ARGV: the pod leaving, the pod adopting, owed key prefix, adopter's id prefix
+#   ("<ms>-"), adopter's next sequence number, most entries to take, last id to take
+#   ("+"; a pod adopting its previous run's journal, which is its own, takes the ids
+#   below its prefix: "(<ms>-0")
+# Moves up to that many of the oldest entries to the adopter's journal, and puts the
+# adopter in the leaving pod's place on the owed sets of their tunnels (order.py).
+# Returns {1 if nothing is left to take (another pod's journal is deleted) else 0,
+# records...}.
+TAKE_JOURNAL = """
+local own = KEYS[1] == KEYS[2]
+local entries = redis.call('XRANGE', KEYS[1], '-', ARGV[7], 'COUNT', tonumber(ARGV[6]))
+local seq = tonumber(ARGV[5])
 local seen = {}
-for _, record in ipairs(records) do
+local out = {0}
+local moved = 0
+for _, entry in ipairs(entries) do
+  local record = entry[2][2]
   local tunnel = string.match(record, '^([^\\n]*)')
   if not seen[tunnel] then
     seen[tunnel] = true
     redis.call('SREM', ARGV[3] .. tunnel, ARGV[1])
     redis.call('SADD', ARGV[3] .. tunnel, ARGV[2])
   end
+  redis.call('XDEL', KEYS[1], entry[1])
+  redis.call('XADD', KEYS[2], ARGV[4] .. seq, 'r', record)
+  seq = seq + 1
+  moved = moved + #record
+  table.insert(out, record)
 end
-if ARGV[4] ~= 'take' then return {} end
-redis.call('DEL', KEYS[1])
-return records
+if own then
+  if #redis.call('XRANGE', KEYS[1], '-', ARGV[7], 'COUNT', 1) == 0 then out[1] = 1 end
+  return out
+end
+if moved > 0 then
+  redis.call('HINCRBY', KEYS[3], ARGV[1], -moved)
+  redis.call('HINCRBY', KEYS[3], ARGV[2], moved)
+end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  out[1] = 1
+end
+return out
 """

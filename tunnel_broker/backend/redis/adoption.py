@@ -1,0 +1,78 @@
+"""Adopting the journals of pods that are gone (``journal.py``), and delivering their
+events before anything newer of the same tunnels.
+
+A pod is gone when its lease expired (it died, or was cut off from Redis: it is reaped,
+``leases.py``, and adoption comes first so that its tunnels' ``tunnel.closed`` follows
+their other events) or when it stopped (it dropped its lease after writing its journal;
+every pod looks for such journals as it renews its lease, and the first adopts them).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.journal import EventJournal
+from tunnel_broker.backend.redis.leases import NodeLeases
+from tunnel_broker.backend.redis.order import EventOrder
+
+logger = logging.getLogger("tunnel_broker.backend.redis")
+
+
+class Adoption:
+    def __init__(self, journal: EventJournal, leases: NodeLeases, order: EventOrder) -> None:
+        self.journal = journal
+        self.leases = leases
+        self.order = order
+        # Off while draining: a leaving pod takes on no other pod's events.
+        self.enabled = True
+
+    async def adopt(self, owner: str, app_ids: list[str] | None = None) -> None:
+        """Take ``owner``'s journals (of ``app_ids``, or all) and queue their events;
+        this pod owes them now."""
+        delivery = self.order.delivery
+        if delivery is None:
+            return
+        if app_ids is None:
+            app_ids = await self.journal.apps_of(owner)
+        for app_id, pendings in (await self.journal.adopt(owner, app_ids)).items():
+            epochs = delivery.emit_adopted(app_id, pendings) or {}
+            for tunnel_id in dict.fromkeys(p.event.tunnel_id for p in pendings):
+                # An epoch of None (the app is gone): nothing to deliver, settle at once.
+                self.order.let_go(app_id, tunnel_id, epochs.get(tunnel_id))
+                await self.order.released(app_id, tunnel_id)  # this pod may be next
+
+    async def adopt_stopped(self) -> None:
+        """Adopt the journals of pods that stopped (no lease at all). Those of pods whose
+        lease expired are their reaper's (``leases.py``), which adopts them first."""
+        if not self.enabled:
+            return
+        owners = await self.journal.owners()
+        if not owners:
+            return
+        leased = await self.leases.leased(list(owners))
+        for owner, app_ids in owners.items():
+            if owner in leased:
+                continue
+            lock = keys.REAP_LOCK + owner
+            if not await self.leases.redis.set(lock, self.leases.node_id, nx=True, ex=60):
+                continue
+            try:
+                await self.adopt(owner, app_ids)
+            finally:
+                await self.leases.redis.delete(lock)
+
+    async def adopted_from_here(self) -> None:
+        """This pod was reaped while cut off from Redis: its reaper adopted its journals
+        and delivers them, so with durable events it drops what it holds (the events it
+        read while cut off were never stored, so never accepted, and would now follow
+        their tunnels' ``tunnel.closed``). Without durable events it delivers them."""
+        delivery = self.order.delivery
+        if not self.journal.durable or delivery is None:
+            return
+        dropped = await delivery.take_undelivered()
+        self.order.forget()
+        await self.journal.forget()
+        unstored = sum(not p.stored for pendings in dropped.values() for p in pendings)
+        if unstored:
+            logger.error("%d events read while cut off from redis dropped", unstored)

@@ -1,0 +1,374 @@
+"""Each pod's undelivered events, kept in Redis, so that they outlive the pod.
+
+A pod keeps a *journal* per app: a stream ``tb:{app}:j:<pod>`` of the events it has not
+delivered yet. With durable events on (the default) every event is written there before
+it is sent (``batching.py`` sends only stored events) and deleted once the business
+server acknowledged it; a pod that stops writes whatever it still holds. A pod whose
+lease is gone (killed, stopped, cut off) has its journals *adopted* by a live pod: the
+entries move to the adopter's journal in one script call per thousand, the adopter takes
+the gone pod's place on the owed sets of their tunnels (``order.py``) and delivers them
+before anything newer of those tunnels.
+
+Why a stream per pod rather than shared partitions read through consumer groups: the pod
+that reads a socket goes on delivering its events (batches, the order across pods, the
+reply's actions on its own tunnels), so the hot path only writes: one script call per app
+per turn of the event loop appends what was queued and deletes what was acknowledged.
+The journal is read only when its pod is gone. With consumer groups every event would
+also be read back by whichever pod owns its partition, and per-tunnel order would need
+partition ownership handed between pods on every failure.
+
+Ids are the pod's own, ``<ms at start>-<n>``: increasing, so the stream keeps the
+order events were queued in, and known before the write returns. The app's stored
+bytes, all pods together, are counted in a hash with a field per pod; at the app's
+``event_store_max_bytes`` the pod stops reading that app's sockets until it drains.
+
+While Redis cannot be written, a short outage (a restart, a failover) should not stop
+the tunnels: for its first ``grace`` seconds (half a lease) events are sent unstored.
+After that the pod stops reading its sockets (back-pressure): it may be reaped soon, and
+what it read then would follow its tunnels' ``tunnel.closed``. When Redis is back the pod
+rewrites everything it holds (Redis may have restarted empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.health import RedisHealth
+from tunnel_broker.backend.redis.registry import texts
+from tunnel_broker.backend.redis.scripts import JOURNAL_WRITE, TAKE_JOURNAL
+from tunnel_broker.webhooks.batching import Pending
+from tunnel_broker.webhooks.delivery import AppEventQueue
+from tunnel_broker.webhooks.events import from_record, record_bytes
+
+logger = logging.getLogger("tunnel_broker.backend.redis")
+
+CHUNK = 1000  # entries per script call: Lua's arguments and Redis's pause are bounded
+_BLOCKED_POLL = 0.5  # how often a pod blocked by the stored-bytes limit looks again
+
+
+class _AppJournal:
+    """One app's journal on this pod: what to write and delete next."""
+
+    def __init__(self, app_id: str, node_id: str) -> None:
+        self.app_id = app_id
+        self.key = keys.journal(app_id, node_id)
+        self.bytes_key = keys.journal_bytes(app_id)
+        self.member = keys.member(app_id, node_id)
+        self.queue: AppEventQueue | None = None
+        self.unwritten: list[Pending] = []
+        self.deletes: list[tuple[str, int]] = []
+        self.seq = 0
+        self.listed = False  # whether ``member`` is in ``keys.JOURNALS``
+        self.stored_bytes = 0  # the app's, all pods together, as last seen
+        self.lock = asyncio.Lock()  # one writer of the stream at a time
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class EventJournal:
+    """This pod's journals (an ``EventStore``: ``webhooks/store.py``)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        node_id: str,
+        health: RedisHealth,
+        durable: bool,
+        max_bytes: Callable[[str], int],
+        grace: float,
+    ) -> None:
+        self.redis = client
+        self.node_id = node_id
+        self.health = health
+        self.durable = durable
+        self.max_bytes = max_bytes
+        self.grace = grace
+        self.prefix = f"{int(time.time() * 1000)}-"
+        self._write = client.register_script(JOURNAL_WRITE)
+        self._take = client.register_script(TAKE_JOURNAL)
+        self._apps: dict[str, _AppJournal] = {}
+
+    def _app(self, app_id: str) -> _AppJournal:
+        app = self._apps.get(app_id)
+        if app is None:
+            app = self._apps[app_id] = _AppJournal(app_id, self.node_id)
+            app.task = asyncio.get_running_loop().create_task(
+                self._run(app), name=f"journal:{app_id}"
+            )
+        return app
+
+    def stored_bytes(self) -> dict[str, int]:
+        return {app_id: app.stored_bytes for app_id, app in self._apps.items()}
+
+    # ---- the event store ------------------------------------------------------------------
+
+    def added(self, queue: AppEventQueue, pending: Pending) -> bool:
+        if not self.durable:
+            return False
+        app = self._app(queue.app_id)
+        app.queue = queue
+        pending.stored = False
+        app.unwritten.append(pending)
+        app.wake.set()
+        return True
+
+    def delivered(self, queue: AppEventQueue, batch: list[Pending]) -> None:
+        app = self._apps.get(queue.app_id)
+        if app is None:
+            return
+        deletes = app.deletes
+        for pending in batch:
+            if pending.entry is not None:
+                deletes.append(pending.entry)
+        if deletes:
+            app.wake.set()
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    async def _run(self, app: _AppJournal) -> None:
+        while True:
+            blocked = app.queue is not None and app.queue.blocked
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(app.wake.wait(), _BLOCKED_POLL if blocked else None)
+            app.wake.clear()
+            if not self.health.healthy:
+                # Everything is rewritten when Redis is back: ``rewrite``.
+                self._unreachable(app)
+                await asyncio.sleep(0.05)
+                app.wake.set()
+                continue
+            try:
+                async with app.lock:
+                    while app.unwritten or app.deletes:
+                        await self._flush(app)
+                    if blocked and app.queue is not None and app.queue.blocked:
+                        await self._recount(app)
+            except RedisError as exc:
+                self.health.mark_unhealthy(exc)
+            except Exception:
+                logger.exception("app %s: writing the event journal failed", app.app_id)
+                await asyncio.sleep(1)
+                app.wake.set()
+
+    def _unreachable(self, app: _AppJournal) -> None:
+        queue = app.queue
+        if not app.unwritten or queue is None:
+            return
+        if time.monotonic() - self.health.unhealthy_since < self.grace:
+            for pending in app.unwritten:
+                pending.stored = True  # sent unstored: see the module's docstring
+            app.unwritten.clear()
+            queue.stored()
+        elif not queue.blocked:
+            logger.warning("app %s: events cannot be stored; reading paused", app.app_id)
+            queue.block(True)
+
+    async def _flush(self, app: _AppJournal) -> None:
+        """Write one chunk of what is queued and delete what was delivered."""
+        batch, app.unwritten = app.unwritten[:CHUNK], app.unwritten[CHUNK:]
+        deletes, app.deletes = app.deletes[: CHUNK * 4], app.deletes[CHUNK * 4 :]
+        args = self._appends(app, batch)
+        for entry_id, size in deletes:
+            args += (entry_id, size)
+        try:
+            await self._list(app)
+            total = await self._write(keys=[app.key, app.bytes_key], args=args)
+        except RedisError:
+            app.unwritten[:0] = batch
+            app.deletes[:0] = deletes
+            raise
+        for pending in batch:
+            pending.stored = True
+        self._saw(app, int(total))
+        if batch and app.queue is not None:
+            app.queue.stored()
+
+    def _appends(self, app: _AppJournal, batch: list[Pending]) -> list[str | bytes | int]:
+        args: list[str | bytes | int] = [self.node_id, len(batch)]
+        prefix = self.prefix
+        for pending in batch:
+            app.seq += 1
+            entry_id = f"{prefix}{app.seq}"
+            record = record_bytes(pending.event)
+            pending.entry = (entry_id, len(record))
+            args += (entry_id, record)
+        return args
+
+    async def _list(self, app: _AppJournal) -> None:
+        if not app.listed:
+            await self.redis.sadd(keys.JOURNALS, app.member)
+            app.listed = True
+
+    def _saw(self, app: _AppJournal, total: int) -> None:
+        app.stored_bytes = total
+        queue = app.queue
+        if queue is not None:
+            full = total >= self.max_bytes(app.app_id)
+            if full != queue.blocked:
+                if full:
+                    logger.warning(
+                        "app %s: %d bytes of events stored, at its limit; reading paused",
+                        app.app_id,
+                        total,
+                    )
+                queue.block(full)
+
+    async def _recount(self, app: _AppJournal) -> None:
+        values = await self.redis.hvals(app.bytes_key)
+        self._saw(app, sum(int(v) for v in texts(values)))
+
+    async def rewrite(self, queues: dict[str, AppEventQueue]) -> None:
+        """Write everything each queue holds afresh, in its order (after an outage:
+        Redis may have lost the journal, or kept writes whose answer was lost)."""
+        if not self.durable:
+            return
+        for app in self._apps.values():
+            app.listed = False  # the set of journals may be gone too
+        for app_id, queue in queues.items():
+            await self.keep(app_id, queue.buffer.undelivered(), queue)
+
+    async def keep_all(self, undelivered: dict[str, list[Pending]]) -> int:
+        """``keep`` each app's (at a stop); how many events were kept."""
+        kept = 0
+        for app_id, pendings in undelivered.items():
+            try:
+                await self.keep(app_id, pendings)
+            except RedisError as exc:
+                logger.error("app %s: undelivered events could not be kept: %s", app_id, exc)
+                continue
+            kept += len(pendings)
+        return kept
+
+    async def keep(
+        self, app_id: str, pendings: list[Pending], queue: AppEventQueue | None = None
+    ) -> None:
+        """Make the app's journal hold exactly ``pendings``, in order (at a stop, or a
+        rewrite). Built aside and renamed into place: a pod killed meanwhile leaves the
+        journal as it was. May raise ``RedisError``."""
+        app = self._app(app_id)
+        if queue is not None:
+            app.queue = queue
+        async with app.lock:
+            app.unwritten.clear()
+            app.deletes.clear()
+            if not pendings:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.delete(app.key)
+                pipe.hdel(app.bytes_key, self.node_id)
+                pipe.srem(keys.JOURNALS, app.member)
+                await pipe.execute()
+                app.listed = False
+                return
+            aside = app.key + ":new"
+            await self.redis.delete(aside)
+            for start in range(0, len(pendings), CHUNK):
+                batch = pendings[start : start + CHUNK]
+                args = self._appends(app, batch)
+                await self._write(keys=[aside, app.bytes_key], args=args)
+            await self._list(app)
+            size = sum(p.entry[1] for p in pendings if p.entry is not None)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.rename(aside, app.key)
+            pipe.hset(app.bytes_key, self.node_id, size)
+            await pipe.execute()
+            for pending in pendings:
+                pending.stored = True
+            await self._recount(app)
+            if queue is not None:
+                queue.stored()
+
+    async def forget(self) -> None:
+        """Drop this pod's journals (another pod adopted them while this one was cut
+        off) and what was waiting to be written."""
+        for app in self._apps.values():
+            async with app.lock:
+                app.unwritten.clear()
+                app.deletes.clear()
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.delete(app.key)
+                pipe.hdel(app.bytes_key, self.node_id)
+                pipe.srem(keys.JOURNALS, app.member)
+                await pipe.execute()
+                app.listed = False
+
+    # ---- adopting -------------------------------------------------------------------------
+
+    async def owners(self) -> dict[str, list[str]]:
+        """Pods with journals (this one's excluded): pod -> app ids."""
+        owners: dict[str, list[str]] = {}
+        for member in texts(await self.redis.smembers(keys.JOURNALS)):
+            app_id, node_id = keys.split_member(member)
+            if node_id != self.node_id:
+                owners.setdefault(node_id, []).append(app_id)
+        return owners
+
+    async def apps_of(self, owner: str) -> list[str]:
+        """The apps ``owner`` has journals of."""
+        members = texts(await self.redis.smembers(keys.JOURNALS))
+        return [app_id for app_id, node in map(keys.split_member, members) if node == owner]
+
+    async def adopt(self, owner: str, app_ids: list[str]) -> dict[str, list[Pending]]:
+        """Take ``owner``'s journals of ``app_ids`` (app id -> events in order, stored in
+        this pod's journal now). Records that do not decode are logged and skipped."""
+        adopted: dict[str, list[Pending]] = {}
+        own = owner == self.node_id
+        last = f"({self.prefix}0" if own else "+"
+        for app_id in app_ids:
+            app = self._app(app_id)
+            taken: list[Pending] = []
+            async with app.lock:
+                await self._list(app)
+                done = False
+                while not done:
+                    first = app.seq + 1
+                    reply = await self._take(
+                        keys=[keys.journal(app_id, owner), app.key, app.bytes_key],
+                        args=[
+                            owner,
+                            self.node_id,
+                            keys.owed_prefix(app_id),
+                            self.prefix,
+                            first,
+                            CHUNK,
+                            last,
+                        ],
+                    )
+                    done = bool(int(reply[0]))
+                    records = texts(reply[1:])
+                    app.seq += len(records)
+                    for offset, record in enumerate(records):
+                        try:
+                            event = from_record(record)
+                        except ValueError:
+                            logger.error("journal of %s: a record is not an event", owner)
+                            continue
+                        entry = (f"{self.prefix}{first + offset}", len(record.encode()))
+                        taken.append(Pending(event, entry=entry))
+            if not own:
+                await self.redis.srem(keys.JOURNALS, keys.member(app_id, owner))
+            if taken:
+                logger.warning("adopted %d undelivered events of %s", len(taken), owner)
+                adopted[app_id] = taken
+        return adopted
+
+    async def exists(self, app_id: str, nodes: list[str]) -> set[str]:
+        """Those of ``nodes`` with a journal of the app."""
+        pipe = self.redis.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(keys.journal(app_id, node))
+        found = await pipe.execute()
+        return {node for node, n in zip(nodes, found, strict=True) if n}
+
+    async def stop(self) -> None:
+        tasks = [app.task for app in self._apps.values() if app.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
