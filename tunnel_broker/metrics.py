@@ -22,6 +22,7 @@ class Pressure:
     full: bool
     held_tunnels: int
     parked_events: int
+    stored_bytes: int | None = None  # durable events: the app's, all pods, last seen
 
 
 class _StateCollector(Collector):
@@ -65,7 +66,7 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("tb_ready", "1 when ready for traffic", value=int(self._ready()))
         full = GaugeMetricFamily(
             "tb_backpressure",
-            "1 while the app's buffer is full (its sockets are not read)",
+            "1 while the app's buffer or event store is full (its sockets are not read)",
             labels=["app"],
         )
         held = GaugeMetricFamily(
@@ -78,13 +79,21 @@ class _StateCollector(Collector):
             "Events held back until another pod delivers older events of their tunnels",
             labels=["app"],
         )
+        stored = GaugeMetricFamily(
+            "tb_events_stored_bytes",
+            "Durable events: bytes of the app's undelivered events in Redis, all pods",
+            labels=["app"],
+        )
         for app_id, state in sorted(self._pressure().items()):
             full.add_metric([app_id], int(state.full))
             held.add_metric([app_id], state.held_tunnels)
             parked.add_metric([app_id], state.parked_events)
+            if state.stored_bytes is not None:
+                stored.add_metric([app_id], state.stored_bytes)
         yield full
         yield held
         yield parked
+        yield stored
 
 
 class Metrics:

@@ -100,8 +100,9 @@ class Node:
 
     def _pressure(self) -> dict[str, Pressure]:
         held = Counter(t.app.id for t in self.hub if t.held)
+        stored = self.backend.stored_bytes()
         return {
-            app_id: Pressure(queue.full, held.get(app_id, 0), queue.parked)
+            app_id: Pressure(queue.full, held.get(app_id, 0), queue.parked, stored.get(app_id))
             for app_id, queue in self.events.queues().items()
         }
 

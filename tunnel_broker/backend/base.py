@@ -98,6 +98,10 @@ class Backend(ABC):
         for whoever delivers next; how many were kept."""
         return 0
 
+    def stored_bytes(self) -> dict[str, int]:
+        """Durable events: bytes of each app's undelivered events kept in shared state."""
+        return {}
+
     def session_store(self) -> SessionStore:
         """Where WeChat login sessions live with this backend."""
         return MemorySessionStore()

@@ -6,13 +6,12 @@ tunnels is published to the channel of each pod holding one, a push to users, gr
 everyone is published once on the broadcast channel and every pod pushes it to its own
 tunnels from its local hub. So fan-out costs one publish per push, not one per tunnel.
 
-Failure handling, in short (docs/operations.md has the long form):
-- a pod whose lease expired is reaped by a surviving pod (``leases``), which reports its
-  tunnels closed exactly once;
-- while Redis is unreachable the pod is unready (``health``), refuses new connects (1013)
-  and API calls (503) but keeps relaying its open tunnels; when Redis returns it rewrites
-  its own tunnels into the indexes (a Redis restart may have lost them) and drops stale
-  entries.
+Failure handling, in short (docs/operations.md has the long form): a pod whose lease
+expired is reaped by a surviving pod (``leases``), which adopts its undelivered events
+(``adoption``) and reports its tunnels closed exactly once; while Redis is unreachable
+the pod is unready (``health``), refuses new connects (1013) and API calls (503) but
+keeps relaying its open tunnels; when Redis returns it rewrites its own tunnels and
+events (a Redis restart may have lost them) and drops stale entries.
 """
 
 from __future__ import annotations
@@ -29,13 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tunnel_broker.apps import App
-from tunnel_broker.backend.base import (
-    Backend,
-    Page,
-    TooManyGroups,
-    TooManyTunnels,
-    TunnelRecord,
-)
+from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunnels, TunnelRecord
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.adoption import Adoption
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
@@ -186,6 +179,9 @@ class RedisBackend(Backend):
 
     def begin_drain(self) -> None:
         self.adoption.enabled = False
+
+    def stored_bytes(self) -> dict[str, int]:
+        return self.journal.stored_bytes() if self.journal.durable else {}
 
     async def hand_over(self, undelivered: dict[str, list[Pending]]) -> int:
         """Leave the undelivered events in this pod's journals for the pod that adopts
