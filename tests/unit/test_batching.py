@@ -360,21 +360,6 @@ def test_adopted_events_go_before_those_parked_of_their_tunnel() -> None:
     assert "t1" not in buf.parked
 
 
-def test_a_batch_stops_at_the_first_event_not_stored() -> None:
-    buf = buffer()
-    first, second, third = make("t1", "a"), make("t2", "b"), make("t3", "c")
-    second.stored = False
-    for pending in (first, second, third):
-        buf.push(pending)
-    _, batch = buf.take_batch()
-    assert texts(batch) == ["a"]
-    assert buf.wait_before_next(now=100.0) is None  # nothing sendable until it is stored
-    second.stored = True
-    assert buf.wait_before_next(now=100.0) == 0.0
-    _, batch = buf.take_batch()
-    assert texts(batch) == ["b", "c"]
-
-
 def test_undelivered_lists_everything_in_order_and_keeps_it() -> None:
     buf = buffer()
     held = new_epoch()

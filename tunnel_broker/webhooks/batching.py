@@ -21,10 +21,6 @@ events another pod has not delivered yet (a takeover or a reconnect across pods)
 that new events never overtake old ones; counting undelivered events per epoch tells a
 pod when it has delivered all of an old socket's.
 
-Events kept in a store (durable events, ``backend/redis/journal.py``) are *sendable* only
-once stored: a batch stops at the first event that is not. The store writes events in the
-order they were queued, so this holds back only the newest.
-
 The queue as a whole is bounded; when it is full the caller stops reading from that app's
 sockets instead of dropping anything.
 """
@@ -58,7 +54,8 @@ class Pending:
     on_delivered: OnDelivered | None = None
     queued_at: float = 0.0
     epoch: int = 0
-    # False until an event store has written it (``durable`` events only).
+    # False while an event store still has to write it (durable events: until it is
+    # written or delivered, whichever comes first).
     stored: bool = True
     # Where the store keeps it: (entry id, size), for deleting it once delivered.
     entry: tuple[str, int] | None = None
@@ -184,7 +181,7 @@ class EventBuffer:
         busy = self.busy_tunnels
         limit = self.batch_events * SCAN_FACTOR
         for index, pending in enumerate(self.queue):
-            if index >= limit or not pending.stored:
+            if index >= limit:
                 return None
             if pending.event.tunnel_id not in busy:
                 return pending
@@ -219,8 +216,6 @@ class EventBuffer:
         queue = self.queue
         while queue and len(batch) < self.batch_events and scanned < limit:
             pending = queue[0]
-            if not pending.stored:
-                break
             tunnel_id = pending.event.tunnel_id
             if tunnel_id in blocked:
                 kept.append(queue.popleft())

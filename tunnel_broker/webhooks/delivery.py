@@ -77,9 +77,9 @@ class AppEventQueue:
         pending = Pending(event, on_delivered, self.loop.time(), epoch)
         buffer.push(pending)
         self.idle.clear()
-        if self.store is not None and self.store.added(self, pending):
-            pass  # sent once stored: ``stored`` wakes the dispatcher
-        elif self._wake_on_emit or len(buffer.queue) >= buffer.batch_events:
+        if self.store is not None:
+            self.store.added(self, pending)
+        if self._wake_on_emit or len(buffer.queue) >= buffer.batch_events:
             self._wakeup.set()
         if not buffer.has_room:
             self.full = True
@@ -87,10 +87,6 @@ class AppEventQueue:
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
-
-    def stored(self) -> None:
-        """The store wrote events: they may be sent now."""
-        self._wakeup.set()
 
     def block(self, blocked: bool) -> None:
         """The store cannot take more (unreachable, or the app's stored backlog is at

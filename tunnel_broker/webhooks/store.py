@@ -2,9 +2,9 @@
 process that read them (durable events: ``backend/redis/journal.py``).
 
 Event delivery tells the store of every event it queues and of every batch the business
-server acknowledged; the store marks an event ``stored`` once it is written (only stored
-events are sent: ``batching.py``) and tells the queue when writing is blocked (the store
-is unreachable or full), which stops the app's sockets being read: back-pressure.
+server acknowledged; the store writes what is not delivered soon (``stored`` marks an event
+written, or delivered first and so never written), and tells the queue when it cannot
+take more (unreachable or full), which stops the app's sockets being read: back-pressure.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ if TYPE_CHECKING:
 
 
 class EventStore(Protocol):
-    def added(self, queue: AppEventQueue, pending: Pending) -> bool:
-        """A new event was queued: if the store keeps events as they come (True), write
-        it soon, then mark it ``stored`` and call ``queue.stored()``."""
+    def added(self, queue: AppEventQueue, pending: Pending) -> None:
+        """A new event was queued: write it soon unless it is delivered first."""
 
     def delivered(self, queue: AppEventQueue, batch: list[Pending]) -> None:
         """The business server acknowledged these: forget them."""

@@ -15,6 +15,7 @@ from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import NodeLeases
 from tunnel_broker.backend.redis.order import EventOrder
+from tunnel_broker.backend.redis.registry import texts
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -34,7 +35,7 @@ class Adoption:
         if delivery is None:
             return
         if app_ids is None:
-            app_ids = await self.journal.apps_of(owner)
+            app_ids = (await self._journals()).get(owner, [])
         for app_id, pendings in (await self.journal.adopt(owner, app_ids)).items():
             epochs = delivery.emit_adopted(app_id, pendings) or {}
             for tunnel_id in dict.fromkeys(p.event.tunnel_id for p in pendings):
@@ -42,12 +43,21 @@ class Adoption:
                 self.order.let_go(app_id, tunnel_id, epochs.get(tunnel_id))
                 await self.order.released(app_id, tunnel_id)  # this pod may be next
 
+    async def _journals(self) -> dict[str, list[str]]:
+        """Pods with journals: pod -> app ids."""
+        owners: dict[str, list[str]] = {}
+        for member in texts(await self.leases.redis.smembers(keys.JOURNALS)):
+            app_id, node_id = keys.split_member(member)
+            owners.setdefault(node_id, []).append(app_id)
+        return owners
+
     async def adopt_stopped(self) -> None:
         """Adopt the journals of pods that stopped (no lease at all). Those of pods whose
         lease expired are their reaper's (``leases.py``), which adopts them first."""
         if not self.enabled:
             return
-        owners = await self.journal.owners()
+        owners = await self._journals()
+        owners.pop(self.leases.node_id, None)
         if not owners:
             return
         leased = await self.leases.leased(list(owners))

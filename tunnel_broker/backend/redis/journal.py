@@ -1,9 +1,11 @@
 """Each pod's undelivered events, kept in Redis, so that they outlive the pod.
 
 A pod keeps a *journal* per app: a stream ``tb:{app}:j:<pod>`` of the events it has not
-delivered yet. With durable events on (the default) every event is written there before
-it is sent (``batching.py`` sends only stored events) and deleted once the business
-server acknowledged it; a pod that stops writes whatever it still holds. A pod whose
+delivered yet. With durable events on (the default) every event not delivered within
+``WRITE_WINDOW`` (5 ms) of being read is written there, and deleted once the business
+server acknowledged it; a pod that stops writes whatever it still holds. So an event
+counts as accepted once it is stored or delivered, and a pod killed loses at most what
+it read in its last few milliseconds and had not delivered (docs/reliability.md). A pod whose
 lease is gone (killed, stopped, cut off) has its journals *adopted* by a live pod: the
 entries move to the adopter's journal in one script call per thousand, the adopter takes
 the gone pod's place on the owed sets of their tunnels (``order.py``) and delivers them
@@ -12,7 +14,7 @@ before anything newer of those tunnels.
 Why a stream per pod rather than shared partitions read through consumer groups: the pod
 that reads a socket goes on delivering its events (batches, the order across pods, the
 reply's actions on its own tunnels), so the hot path only writes: one script call per app
-per turn of the event loop appends what was queued and deletes what was acknowledged.
+at most every few milliseconds appends what waited and deletes what was acknowledged.
 The journal is read only when its pod is gone. With consumer groups every event would
 also be read back by whichever pod owns its partition, and per-tunnel order would need
 partition ownership handed between pods on every failure.
@@ -23,7 +25,7 @@ bytes, all pods together, are counted in a hash with a field per pod; at the app
 ``event_store_max_bytes`` the pod stops reading that app's sockets until it drains.
 
 While Redis cannot be written, a short outage (a restart, a failover) should not stop
-the tunnels: for its first ``grace`` seconds (half a lease) events are sent unstored.
+the tunnels: for its first ``grace`` seconds (half a lease) events are not stored.
 After that the pod stops reading its sockets (back-pressure): it may be reaped soon, and
 what it read then would follow its tunnels' ``tunnel.closed``. When Redis is back the pod
 rewrites everything it holds (Redis may have restarted empty).
@@ -51,6 +53,8 @@ from tunnel_broker.webhooks.events import from_record, record_bytes
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
 CHUNK = 1000  # entries per script call: Lua's arguments and Redis's pause are bounded
+WRITE_WINDOW = 0.005  # seconds an event may wait to be written (delivered first: never)
+DELETE_DELAY = 0.1  # seconds a delete may wait for a write to go along with
 _BLOCKED_POLL = 0.5  # how often a pod blocked by the stored-bytes limit looks again
 
 
@@ -66,6 +70,7 @@ class _AppJournal:
         self.unwritten: list[Pending] = []
         self.deletes: list[tuple[str, int]] = []
         self.seq = 0
+        self.deletes_since = 0.0  # when the oldest waiting delete was queued
         self.listed = False  # whether ``member`` is in ``keys.JOURNALS``
         self.stored_bytes = 0  # the app's, all pods together, as last seen
         self.lock = asyncio.Lock()  # one writer of the stream at a time
@@ -110,53 +115,78 @@ class EventJournal:
 
     # ---- the event store ------------------------------------------------------------------
 
-    def added(self, queue: AppEventQueue, pending: Pending) -> bool:
+    def added(self, queue: AppEventQueue, pending: Pending) -> None:
         if not self.durable:
-            return False
+            return
         app = self._app(queue.app_id)
         app.queue = queue
         pending.stored = False
         app.unwritten.append(pending)
-        app.wake.set()
-        return True
+        if len(app.unwritten) == 1:  # else the writer has a write due already
+            app.wake.set()
 
     def delivered(self, queue: AppEventQueue, batch: list[Pending]) -> None:
         app = self._apps.get(queue.app_id)
         if app is None:
             return
         deletes = app.deletes
+        had = len(deletes)
         for pending in batch:
             if pending.entry is not None:
                 deletes.append(pending.entry)
-        if deletes:
+            else:
+                pending.stored = True  # delivered before it was written: never will be
+        if not had and deletes:
+            app.deletes_since = asyncio.get_running_loop().time()
             app.wake.set()
 
     # ---- writing ----------------------------------------------------------------------------
 
     async def _run(self, app: _AppJournal) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            blocked = app.queue is not None and app.queue.blocked
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(app.wake.wait(), _BLOCKED_POLL if blocked else None)
-            app.wake.clear()
             if not self.health.healthy:
                 # Everything is rewritten when Redis is back: ``rewrite``.
                 self._unreachable(app)
                 await asyncio.sleep(0.05)
-                app.wake.set()
                 continue
-            try:
-                async with app.lock:
-                    while app.unwritten or app.deletes:
+            due = self._due(app, loop.time())
+            if due == 0.0:
+                try:
+                    async with app.lock:
                         await self._flush(app)
-                    if blocked and app.queue is not None and app.queue.blocked:
+                except RedisError as exc:
+                    self.health.mark_unhealthy(exc)
+                except Exception:
+                    logger.exception("app %s: writing the event journal failed", app.app_id)
+                    await asyncio.sleep(1)
+                continue
+            blocked = app.queue is not None and app.queue.blocked
+            timeout = due if due is not None else (_BLOCKED_POLL if blocked else None)
+            try:
+                await asyncio.wait_for(app.wake.wait(), timeout)
+            except TimeoutError:
+                if due is None and blocked:
+                    with contextlib.suppress(RedisError):
                         await self._recount(app)
-            except RedisError as exc:
-                self.health.mark_unhealthy(exc)
-            except Exception:
-                logger.exception("app %s: writing the event journal failed", app.app_id)
-                await asyncio.sleep(1)
-                app.wake.set()
+            app.wake.clear()
+
+    @staticmethod
+    def _due(app: _AppJournal, now: float) -> float | None:
+        """Seconds until the next write (0: now), None when there is nothing to write.
+
+        An event is written ``WRITE_WINDOW`` after it was queued, unless delivered by
+        then: with a business server that keeps up most never are (a call to Redis costs
+        the broker several times what an event does), and those that wait longer are
+        written together. Deletes are not urgent: they go along with the next write, or
+        alone after ``DELETE_DELAY``."""
+        if app.unwritten:
+            return max(0.0, app.unwritten[0].queued_at + WRITE_WINDOW - now)
+        if app.deletes:
+            if len(app.deletes) >= CHUNK:
+                return 0.0
+            return max(0.0, app.deletes_since + DELETE_DELAY - now)
+        return None
 
     def _unreachable(self, app: _AppJournal) -> None:
         queue = app.queue
@@ -164,17 +194,20 @@ class EventJournal:
             return
         if time.monotonic() - self.health.unhealthy_since < self.grace:
             for pending in app.unwritten:
-                pending.stored = True  # sent unstored: see the module's docstring
+                pending.stored = True  # not written: see the module's docstring
             app.unwritten.clear()
-            queue.stored()
         elif not queue.blocked:
             logger.warning("app %s: events cannot be stored; reading paused", app.app_id)
             queue.block(True)
 
     async def _flush(self, app: _AppJournal) -> None:
         """Write one chunk of what is queued and delete what was delivered."""
-        batch, app.unwritten = app.unwritten[:CHUNK], app.unwritten[CHUNK:]
+        # Those delivered meanwhile are ``stored`` already and need no writing.
+        batch = [p for p in app.unwritten[:CHUNK] if not p.stored]
+        app.unwritten = app.unwritten[CHUNK:]
         deletes, app.deletes = app.deletes[: CHUNK * 4], app.deletes[CHUNK * 4 :]
+        if not batch and not deletes:
+            return
         args = self._appends(app, batch)
         for entry_id, size in deletes:
             args += (entry_id, size)
@@ -188,8 +221,6 @@ class EventJournal:
         for pending in batch:
             pending.stored = True
         self._saw(app, int(total))
-        if batch and app.queue is not None:
-            app.queue.stored()
 
     def _appends(self, app: _AppJournal, batch: list[Pending]) -> list[str | bytes | int]:
         args: list[str | bytes | int] = [self.node_id, len(batch)]
@@ -282,8 +313,6 @@ class EventJournal:
             for pending in pendings:
                 pending.stored = True
             await self._recount(app)
-            if queue is not None:
-                queue.stored()
 
     async def forget(self) -> None:
         """Drop this pod's journals (another pod adopted them while this one was cut
@@ -300,20 +329,6 @@ class EventJournal:
                 app.listed = False
 
     # ---- adopting -------------------------------------------------------------------------
-
-    async def owners(self) -> dict[str, list[str]]:
-        """Pods with journals (this one's excluded): pod -> app ids."""
-        owners: dict[str, list[str]] = {}
-        for member in texts(await self.redis.smembers(keys.JOURNALS)):
-            app_id, node_id = keys.split_member(member)
-            if node_id != self.node_id:
-                owners.setdefault(node_id, []).append(app_id)
-        return owners
-
-    async def apps_of(self, owner: str) -> list[str]:
-        """The apps ``owner`` has journals of."""
-        members = texts(await self.redis.smembers(keys.JOURNALS))
-        return [app_id for app_id, node in map(keys.split_member, members) if node == owner]
 
     async def adopt(self, owner: str, app_ids: list[str]) -> dict[str, list[Pending]]:
         """Take ``owner``'s journals of ``app_ids`` (app id -> events in order, stored in
