@@ -4,6 +4,7 @@ time instead of being updated on every event."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -64,6 +65,12 @@ class _StateCollector(Collector):
             depth.add_metric([app_id], count)
         yield depth
         yield GaugeMetricFamily("tb_ready", "1 when ready for traffic", value=int(self._ready()))
+        try:  # scraped from the event loop (``/metrics``); a leak of tasks shows here
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:
+            pass
+        else:
+            yield GaugeMetricFamily("tb_asyncio_tasks", "Tasks on the event loop", value=tasks)
         full = GaugeMetricFamily(
             "tb_backpressure",
             "1 while the app's buffer or event store is full (its sockets are not read)",
