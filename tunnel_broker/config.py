@@ -176,8 +176,8 @@ class Settings:
     durable_events: bool = setting(
         True,
         help=(
-            "Redis backend: write each webhook event to Redis before sending it, so that "
-            "it survives the death of its pod (false: kept only at a clean stop)."
+            "Redis backend: keep each webhook event not delivered within 5 ms in Redis, so "
+            "that it survives the death of its pod (false: kept only at a clean stop)."
         ),
     )
     max_connections: int = setting(

@@ -59,3 +59,18 @@ def test_a_single_setting_reads_its_own_variable() -> None:
     assert SETTINGS_BY_NAME["apps_file"].from_env({}) is None
     redis_url = SETTINGS_BY_NAME["redis_url"].from_env({"TB_REDIS_URL": "redis://h:1/0"})
     assert isinstance(redis_url, Secret) and redis_url.reveal() == "redis://h:1/0"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("true", True), ("1", True), ("Yes", True), ("on", True), ("false", False), ("0", False)],
+)
+def test_boolean_settings_read_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert settings_from({"durable_events": raw}, {}).durable_events is expected
+    assert settings_from({}, {"TB_DURABLE_EVENTS": raw}).durable_events is expected
+
+
+def test_a_boolean_setting_refuses_anything_else_and_says_what_it_wants() -> None:
+    with pytest.raises(SettingsError, match="true or false"):
+        settings_from({"durable_events": "maybe"}, {})
+    assert Settings().durable_events is True
