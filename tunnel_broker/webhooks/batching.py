@@ -14,7 +14,7 @@ When to send:
   a further request start in parallel, up to ``concurrency``.
 
 Every event belongs to an *epoch*: the socket that caused it (or the pod's report on a
-dead pod's behalf, or a hand-over). An epoch can be *held*: its events, and every later
+dead pod's behalf, or events adopted from a gone pod). An epoch can be *held*: its events, and every later
 event of its tunnel, are parked aside in order (never blocking the queue for other
 tunnels) until it is released. A pod holds the epoch of a socket whose tunnel's earlier
 events another pod has not delivered yet (a takeover or a reconnect across pods), so
@@ -40,7 +40,7 @@ _epochs = itertools.count(1)
 
 
 def new_epoch() -> int:
-    """A fresh epoch: one per socket, reaped tunnel or hand-over, unique in the process."""
+    """A fresh epoch: one per socket, reaped tunnel or adoption, unique in the process."""
     return next(_epochs)
 
 

@@ -4,8 +4,8 @@ A broker stopped while the business server is down still holds events, ``tunnel.
 among them; dropping them would show the business server a tunnel that never closed.
 With the memory backend there is no other pod to take them, so the process writes them
 to a file as it exits and the next process on the same file delivers them before
-anything newer (``EventDelivery.emit_older``). The Redis backend hands them
-to the other pods instead (``backend/redis/handover.py``).
+anything newer (``EventDelivery.emit_adopted``). The Redis backend keeps them in
+Redis for the other pods instead (``backend/redis/journal.py``).
 
 The file holds message contents and user identities: it is created 0600 in a directory
 only the broker's user can enter (an existing one is checked), written to a temporary

@@ -132,10 +132,9 @@ class EventJournal:
         deletes = app.deletes
         had = len(deletes)
         for pending in batch:
+            pending.stored = True  # written, or delivered first: never to be written now
             if pending.entry is not None:
                 deletes.append(pending.entry)
-            else:
-                pending.stored = True  # delivered before it was written: never will be
         if not had and deletes:
             app.deletes_since = asyncio.get_running_loop().time()
             app.wake.set()
