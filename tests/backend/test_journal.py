@@ -279,3 +279,26 @@ async def test_an_unreachable_redis_sends_events_unstored_for_the_grace_then_pau
         assert late.stored and not queue.blocked
     finally:
         await journal.stop()
+
+
+async def test_written_again_events_move_behind_those_adopted(client: aioredis.Redis) -> None:
+    # A socket attached here while the gone pod owed its tunnel's events: its (parked)
+    # events are newer than those adopted, in the journal too.
+    gone, adopter = journal_of(client, "gone"), journal_of(client, "live")
+    queue = Queue()
+    try:
+        newer = pending("t1", "newer")
+        await write(adopter, queue, newer)
+        await write(gone, Queue(), pending("t1", "older"))
+        await gone.stop()
+        await adopter.adopt("gone", [APP])
+        assert await entries(client, "live") == ["newer", "older"]
+        adopter.write_again(as_queue(queue), [newer])
+        await check_for(5, lambda: newer.stored, what="written again")
+
+        async def moved() -> bool:
+            return await entries(client, "live") == ["older", "newer"]
+
+        await check_for(5, moved, what="the newer event behind the adopted one")
+    finally:
+        await adopter.stop()

@@ -16,10 +16,10 @@ When to send:
 Every event belongs to an *epoch*: the socket that caused it (or the pod's report on a
 dead pod's behalf, or events adopted from a gone pod). An epoch can be *held*: its
 events, and every later event of its tunnel, are parked aside in order (never blocking
-the queue for other tunnels) until it is released. A pod holds the epoch of a socket whose tunnel's earlier
-events another pod has not delivered yet (a takeover or a reconnect across pods), so
-that new events never overtake old ones; counting undelivered events per epoch tells a
-pod when it has delivered all of an old socket's.
+the queue for other tunnels) until it is released. A pod holds the epoch of a socket
+whose tunnel's earlier events another pod has not delivered yet (a takeover or a
+reconnect across pods), so that new events never overtake old ones; counting
+undelivered events per epoch tells a pod when it has delivered all of an old socket's.
 
 The queue as a whole is bounded; when it is full the caller stops reading from that app's
 sockets instead of dropping anything.

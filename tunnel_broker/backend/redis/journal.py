@@ -139,6 +139,22 @@ class EventJournal:
             app.deletes_since = asyncio.get_running_loop().time()
             app.wake.set()
 
+    def write_again(self, queue: AppEventQueue, pendings: list[Pending]) -> None:
+        """Move these events to the end of the journal (deleted where they are, written
+        anew): events just adopted belong before them, and a journal adopted later must
+        hold each tunnel's events in order."""
+        if not self.durable:
+            return
+        app = self._app(queue.app_id)
+        for pending in pendings:
+            if pending.entry is not None:
+                app.deletes.append(pending.entry)
+                pending.entry = None
+            if pending.stored:
+                pending.stored = False
+                app.unwritten.append(pending)
+        app.wake.set()
+
     # ---- writing ----------------------------------------------------------------------------
 
     async def _run(self, app: _AppJournal) -> None:
