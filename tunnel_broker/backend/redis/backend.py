@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tunnel_broker.apps import App
@@ -32,6 +31,7 @@ from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunn
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.adoption import Adoption
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
+from tunnel_broker.backend.redis.connection import pod_clients
 from tunnel_broker.backend.redis.health import RedisHealth
 from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import LostTunnelReporter, NodeLeases
@@ -78,18 +78,13 @@ class RedisBackend(Backend):
         self.hub = hub
         self.node_id = node_id
         self.lease_seconds = lease_seconds
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=max(1.0, lease_seconds / 3),
-            socket_connect_timeout=max(1.0, lease_seconds / 3),
-            retry_on_timeout=False,
-        )
+        self.redis, lease_client = pod_clients(url, lease_seconds)
         self.health = RedisHealth()
         self.subscription = Subscription(url, node_id, self.health, max(1.0, lease_seconds / 3))
         self.registry = TunnelRegistry(self.redis, node_id)
         self.leases = NodeLeases(
             self.redis,
+            lease_client,
             self.registry,
             node_id,
             lease_seconds,
@@ -97,7 +92,7 @@ class RedisBackend(Backend):
             lambda app_id, tunnel_id, epoch: self.order.let_go(app_id, tunnel_id, epoch),
         )
         self.journal = EventJournal(
-            self.redis, node_id, self.health, durable_events, max_stored_bytes, lease_seconds / 2
+            self.redis, node_id, self.health, durable_events, max_stored_bytes
         )
         self.order = EventOrder(
             self.registry,
@@ -157,7 +152,8 @@ class RedisBackend(Backend):
         await self.journal.stop()
         with contextlib.suppress(RedisError):
             await self.leases.goodbye()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
+        await self.leases.lease_client.aclose(close_connection_pool=True)
         await self.subscription.close()
 
     async def _reap_previous_run(self) -> None:

@@ -35,7 +35,6 @@ class RedisHealth:
     def __init__(self) -> None:
         self.healthy = False
         self.healthy_since = 0.0
-        self.unhealthy_since = time.monotonic()
 
     def mark_healthy(self) -> None:
         if not self.healthy:
@@ -49,7 +48,6 @@ class RedisHealth:
             else:
                 why = f"answering with errors ({str(exc)[:200]})"
             logger.error("redis %s: unready until it accepts writes again", why)
-            self.unhealthy_since = time.monotonic()
         self.healthy = False
 
     async def call(self, operation: Awaitable[T]) -> T:

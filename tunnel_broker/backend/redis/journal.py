@@ -24,11 +24,11 @@ order events were queued in, and known before the write returns. The app's store
 bytes, all pods together, are counted in a hash with a field per pod; at the app's
 ``event_store_max_bytes`` the pod stops reading that app's sockets until it drains.
 
-While Redis cannot be written, a short outage (a restart, a failover) should not stop
-the tunnels: for its first ``grace`` seconds (half a lease) events are not stored.
-After that the pod stops reading its sockets (back-pressure): it may be reaped soon, and
-what it read then would follow its tunnels' ``tunnel.closed``. When Redis is back the pod
-rewrites everything it holds (Redis may have restarted empty).
+An event read but neither stored nor delivered is at risk, so that state is kept short:
+when the oldest event waiting to be written is ``STORE_LAG`` old (Redis slow, frozen or
+unreachable) the pod stops reading the app's sockets until the writes catch up
+(back-pressure; what is read already is still sent). When Redis is back after an outage
+the pod rewrites everything it holds (Redis may have restarted empty).
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ logger = logging.getLogger("tunnel_broker.backend.redis")
 
 CHUNK = 1000  # entries per script call: Lua's arguments and Redis's pause are bounded
 WRITE_WINDOW = 0.005  # seconds an event may wait to be written (delivered first: never)
+STORE_LAG = 0.25  # seconds an event may wait for its write before reading pauses
 DELETE_DELAY = 0.1  # seconds a delete may wait for a write to go along with
 _BLOCKED_POLL = 0.5  # how often a pod blocked by the stored-bytes limit looks again
 
@@ -73,6 +74,8 @@ class _AppJournal:
         self.deletes_since = 0.0  # when the oldest waiting delete was queued
         self.listed = False  # whether ``member`` is in ``keys.JOURNALS``
         self.stored_bytes = 0  # the app's, all pods together, as last seen
+        self.over_limit = False  # stored bytes at the app's limit
+        self.lagging = False  # writes ``STORE_LAG`` behind
         self.lock = asyncio.Lock()  # one writer of the stream at a time
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -88,14 +91,12 @@ class EventJournal:
         health: RedisHealth,
         durable: bool,
         max_bytes: Callable[[str], int],
-        grace: float,
     ) -> None:
         self.redis = client
         self.node_id = node_id
         self.health = health
         self.durable = durable
         self.max_bytes = max_bytes
-        self.grace = grace
         self.prefix = f"{int(time.time() * 1000)}-"
         self._write = client.register_script(JOURNAL_WRITE)
         self._take = client.register_script(TAKE_JOURNAL)
@@ -121,9 +122,14 @@ class EventJournal:
         app = self._app(queue.app_id)
         app.queue = queue
         pending.stored = False
-        app.unwritten.append(pending)
-        if len(app.unwritten) == 1:  # else the writer has a write due already
+        unwritten = app.unwritten
+        unwritten.append(pending)
+        if len(unwritten) == 1:  # else the writer has a write due already
             app.wake.set()
+        elif not app.lagging and pending.queued_at - unwritten[0].queued_at > STORE_LAG:
+            logger.warning("app %s: events wait to be stored; reading paused", app.app_id)
+            app.lagging = True
+            self._update_block(app)
 
     def delivered(self, queue: AppEventQueue, batch: list[Pending]) -> None:
         app = self._apps.get(queue.app_id)
@@ -162,7 +168,6 @@ class EventJournal:
         while True:
             if not self.health.healthy:
                 # Everything is rewritten when Redis is back: ``rewrite``.
-                self._unreachable(app)
                 await asyncio.sleep(0.05)
                 continue
             due = self._due(app, loop.time())
@@ -176,7 +181,7 @@ class EventJournal:
                     logger.exception("app %s: writing the event journal failed", app.app_id)
                     await asyncio.sleep(1)
                 continue
-            blocked = app.queue is not None and app.queue.blocked
+            blocked = app.over_limit  # by the other pods' stored bytes: look again
             timeout = due if due is not None else (_BLOCKED_POLL if blocked else None)
             try:
                 await asyncio.wait_for(app.wake.wait(), timeout)
@@ -203,18 +208,6 @@ class EventJournal:
             return max(0.0, app.deletes_since + DELETE_DELAY - now)
         return None
 
-    def _unreachable(self, app: _AppJournal) -> None:
-        queue = app.queue
-        if not app.unwritten or queue is None:
-            return
-        if time.monotonic() - self.health.unhealthy_since < self.grace:
-            for pending in app.unwritten:
-                pending.stored = True  # not written: see the module's docstring
-            app.unwritten.clear()
-        elif not queue.blocked:
-            logger.warning("app %s: events cannot be stored; reading paused", app.app_id)
-            queue.block(True)
-
     async def _flush(self, app: _AppJournal) -> None:
         """Write one chunk of what is queued and delete what was delivered."""
         # Those delivered meanwhile are ``stored`` already and need no writing.
@@ -235,6 +228,9 @@ class EventJournal:
             raise
         for pending in batch:
             pending.stored = True
+        if app.lagging:
+            now = asyncio.get_running_loop().time()
+            app.lagging = bool(app.unwritten) and now - app.unwritten[0].queued_at > STORE_LAG
         self._saw(app, int(total))
 
     def _appends(self, app: _AppJournal, batch: list[Pending]) -> list[str | bytes | int]:
@@ -255,17 +251,23 @@ class EventJournal:
 
     def _saw(self, app: _AppJournal, total: int) -> None:
         app.stored_bytes = total
+        over = total >= self.max_bytes(app.app_id)
+        if over and not app.over_limit:
+            logger.warning(
+                "app %s: %d bytes of events stored, at its limit; reading paused",
+                app.app_id,
+                total,
+            )
+        app.over_limit = over
+        self._update_block(app)
+
+    @staticmethod
+    def _update_block(app: _AppJournal) -> None:
         queue = app.queue
         if queue is not None:
-            full = total >= self.max_bytes(app.app_id)
-            if full != queue.blocked:
-                if full:
-                    logger.warning(
-                        "app %s: %d bytes of events stored, at its limit; reading paused",
-                        app.app_id,
-                        total,
-                    )
-                queue.block(full)
+            blocked = app.over_limit or app.lagging
+            if blocked != queue.blocked:
+                queue.block(blocked)
 
     async def _recount(self, app: _AppJournal) -> None:
         values = await self.redis.hvals(app.bytes_key)
@@ -327,6 +329,7 @@ class EventJournal:
             await pipe.execute()
             for pending in pendings:
                 pending.stored = True
+            app.lagging = False
             await self._recount(app)
 
     async def forget(self) -> None:

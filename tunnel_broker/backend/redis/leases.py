@@ -34,6 +34,7 @@ class NodeLeases:
     def __init__(
         self,
         client: aioredis.Redis,
+        lease_client: aioredis.Redis,
         registry: TunnelRegistry,
         node_id: str,
         lease_seconds: float,
@@ -41,6 +42,7 @@ class NodeLeases:
         let_go: LetGo,
     ) -> None:
         self.redis = client
+        self.lease_client = lease_client  # renewals only: ``connection.py``
         self.registry = registry
         self.node_id = node_id
         self.lease_seconds = lease_seconds
@@ -55,7 +57,7 @@ class NodeLeases:
         # are reported within the lease, and a live pod may miss five renewals in a row
         # (a slow Redis, a long pause) before anyone thinks it dead.
         expiry = time.time() + self.lease_seconds * 0.75
-        await self.redis.zadd(keys.NODES, {self.node_id: expiry})
+        await self.lease_client.zadd(keys.NODES, {self.node_id: expiry})
 
     async def alive(self, nodes: list[str]) -> set[str]:
         """Those of ``nodes`` whose lease has not expired."""
