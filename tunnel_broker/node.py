@@ -26,9 +26,10 @@ from tunnel_broker.ratelimit import Budgets
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tokens import TokenCodec
+from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.webhooks import events
 from tunnel_broker.webhooks.actions import ActionRunner
-from tunnel_broker.webhooks.batching import new_epoch
+from tunnel_broker.webhooks.batching import Pending, new_epoch
 from tunnel_broker.webhooks.delivery import EventDelivery
 from tunnel_broker.webhooks.handover import FileHandover
 from tunnel_broker.webhooks.sender import WebhookSender
@@ -92,6 +93,7 @@ class Node:
         )
         backend.on_apps_changed = self.reload_apps
         backend.on_repaired = self.sync_apps
+        backend.rejoin.on_rejoined = self._report_rejoined
         return backend
 
     def _max_stored_bytes(self, app_id: str) -> int:
@@ -148,6 +150,17 @@ class Node:
         self.events.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"), epoch=epoch)
         self.metrics.closes.labels(app_id, "1006").inc()
         return epoch
+
+    def _report_rejoined(self, tunnel: Tunnel, unstored: list[Pending]) -> None:
+        """A socket of this pod registered again after the pod was reaped (its tunnel
+        was reported closed elsewhere): a new ``tunnel.connected``, then what it read and
+        never stored (``backend/redis/rejoin.py``)."""
+        app = tunnel.app
+        queue = self.events.queue(app)
+        queue.emit(events.connected(tunnel.fragment, tunnel.tunnel_id), None, tunnel.epoch)
+        for pending in unstored:
+            queue.emit(pending.event, None, tunnel.epoch)
+        self.metrics.connects.labels(app.id, "rejoined").inc()
 
     def ready(self) -> bool:
         return self.started and not self.draining and self.backend.ready()

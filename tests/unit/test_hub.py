@@ -415,22 +415,6 @@ async def test_awaiting_approval_until_approved() -> None:
     assert not hub.awaiting_approval("demo", "t1")
 
 
-async def test_close_all_replaced_closes_every_tunnel_without_reporting() -> None:
-    hub = Hub()
-    tunnels = [make_tunnel("t1"), make_tunnel("t2", app=OTHER)]
-    already = make_tunnel("t3")
-    for tunnel in [*tunnels, already]:
-        hub.attach(tunnel)
-    already.close(CloseCode.NORMAL, "earlier")
-    hub.close_all_replaced(CloseCode.SERVICE_RESTART, "restart")
-    for tunnel in tunnels:
-        assert tunnel.replaced
-        assert (tunnel.close_code, tunnel.close_reason) == (1012, "restart")
-        assert socket_of(tunnel).closes == [(1012, "restart")]
-    assert already.replaced
-    assert (already.close_code, already.close_reason) == (1000, "earlier")
-
-
 # ---- apps --------------------------------------------------------------------------------
 
 

@@ -43,10 +43,6 @@ CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
 # messages the client sent before it saw the close frame still reach the business
 # server, before ``tunnel.closed``.
 ABUSE_REASONS = frozenset({"rate_limited", "message_too_big"})
-# Closes after which nothing more read from the socket is relayed: abuse, and a pod
-# cut off from Redis for longer than its lease, whose tunnels another pod reported
-# closed already (anything relayed now would follow their ``tunnel.closed``).
-UNRELAYED_REASONS = ABUSE_REASONS | {"node_lost"}
 
 _LABELLED = frozenset(int(code) for code in CloseCode) | {1005, 1006}
 

@@ -146,17 +146,19 @@ class ConnectHandler:
         """Relay the client's messages until the socket ends; return its close code."""
         node = self.node
         app = tunnel.app
-        queue = node.events.queue(app)
+        # Looked up per message: a pod reaped while cut off from Redis starts its queues
+        # afresh (``backend/redis/adoption.py``), and its sockets go on.
+        queue_of = node.events.queue
         max_bytes = app.limits.max_message_bytes
         bucket = tunnel.bucket
         messages_in = node.metrics.messages_in
         app_id = app.id
         fragment = tunnel.fragment
         tunnel_id = tunnel.tunnel_id
-        epoch = tunnel.epoch
         await _holding(tunnel, tunnel.wait_approved())
         await _holding(tunnel, tunnel.wait_for_predecessor())
         while True:
+            queue = queue_of(app)
             if queue.full and tunnel.close_code is None:
                 # A closing socket is read to its end regardless: what its client sent
                 # before our close frame is bounded, and belongs before anything newer.
@@ -182,7 +184,8 @@ class ConnectHandler:
                 continue
             tunnel.last_activity = now
             messages_in[app_id] += 1
-            queue.emit(events.message(fragment, tunnel_id, payload), None, epoch)
+            # The epoch too: a socket registered again after its pod was reaped has a new one.
+            queue_of(app).emit(events.message(fragment, tunnel_id, payload), None, tunnel.epoch)
 
 
 async def _holding(tunnel: Tunnel, wait: Awaitable[None]) -> None:

@@ -125,12 +125,6 @@ class Hub:
         """Close the local tunnels of ``target``; return how many were open."""
         return sum(tunnel.close(code, reason) for tunnel in self.resolve(app_id, target))
 
-    def close_all_replaced(self, code: int, reason: str) -> None:
-        """Close every socket without reporting it: another pod already reported these
-        tunnels closed (``Tunnel.close_replaced``)."""
-        for tunnel in self:
-            tunnel.close_replaced(code, reason)
-
     def open_tunnel(self, app_id: str, tunnel_id: str) -> Tunnel | None:
         """The local tunnel of this id, unless it is closing."""
         tunnel = self._tunnels.get((app_id, tunnel_id))

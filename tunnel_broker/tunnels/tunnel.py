@@ -14,7 +14,7 @@ from typing import Any
 
 from tunnel_broker.apps import App
 from tunnel_broker.ratelimit import TokenBucket
-from tunnel_broker.tunnels.closecodes import UNRELAYED_REASONS, CloseCode
+from tunnel_broker.tunnels.closecodes import ABUSE_REASONS, CloseCode
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
 from tunnel_broker.webhooks.batching import new_epoch
 
@@ -95,13 +95,12 @@ class Tunnel:
     @property
     def relays(self) -> bool:
         """Whether a message read now reaches the business server: always while open;
-        after a close, unless the business server rejected the tunnel, the close was
-        for abuse, or the tunnel was reported closed already
-        (``closecodes.UNRELAYED_REASONS``)."""
+        after a close, unless the business server rejected the tunnel or the close was
+        for abuse (``closecodes.ABUSE_REASONS``)."""
         code = self.close_code
         if code is None:
             return True
-        return code != CloseCode.REJECTED and self.close_reason not in UNRELAYED_REASONS
+        return code != CloseCode.REJECTED and self.close_reason not in ABUSE_REASONS
 
     def push(self, payload: str | bytes) -> bool:
         """Send one payload to the client; False when the tunnel is closing."""

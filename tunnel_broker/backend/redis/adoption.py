@@ -16,6 +16,7 @@ from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import NodeLeases
 from tunnel_broker.backend.redis.order import EventOrder
 from tunnel_broker.backend.redis.registry import texts
+from tunnel_broker.webhooks.batching import Pending
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -84,17 +85,24 @@ class Adoption:
             finally:
                 await self.leases.redis.delete(lock)
 
-    async def adopted_from_here(self) -> None:
+    async def adopted_from_here(self) -> dict[tuple[str, str], list[Pending]]:
         """This pod was reaped while cut off from Redis: its reaper adopted its journals
-        and delivers them, so with durable events it drops what it holds (the events it
-        read while cut off were never stored, so never accepted, and would now follow
-        their tunnels' ``tunnel.closed``). Without durable events it delivers them."""
+        and delivers them. With durable events it drops what it holds but the events it
+        never wrote (read meanwhile, or just before): those it returns, per tunnel, to be
+        delivered after their tunnels' new ``tunnel.connected`` (``rejoin.py``).
+
+        Returns without having awaited anything after the queues were emptied: their
+        sockets' readers go on at the caller's next wait, by when it must have given
+        each socket a new epoch."""
         delivery = self.order.delivery
         if not self.journal.durable or delivery is None:
-            return
-        dropped = await delivery.take_undelivered()
+            return {}
+        await self.journal.forget()  # first: the readers wait (reading is paused)
+        taken = await delivery.take_undelivered()
         self.order.forget()
-        await self.journal.forget()
-        unstored = sum(not p.stored for pendings in dropped.values() for p in pendings)
-        if unstored:
-            logger.error("%d events read while cut off from redis dropped", unstored)
+        kept: dict[tuple[str, str], list[Pending]] = {}
+        for app_id, pendings in taken.items():
+            for pending in pendings:
+                if pending.entry is None:
+                    kept.setdefault((app_id, pending.event.tunnel_id), []).append(pending)
+        return kept

@@ -46,6 +46,7 @@ from tunnel_broker.backend.redis.messages import (
 )
 from tunnel_broker.backend.redis.order import EventOrder
 from tunnel_broker.backend.redis.registry import TunnelRegistry
+from tunnel_broker.backend.redis.rejoin import Rejoin
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
 from tunnel_broker.backend.redis.subscription import Subscription
 from tunnel_broker.backend.sessions import SessionStore
@@ -104,6 +105,7 @@ class RedisBackend(Backend):
         )
         self.adoption = Adoption(self.journal, self.leases, self.order)
         self.leases.adopt = self.adoption.adopt
+        self.rejoin = Rejoin(self.registry, self.order, node_id, self._new_conn)
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.
         self._conns: dict[Tunnel, str] = {}
@@ -229,10 +231,9 @@ class RedisBackend(Backend):
         """After an outage: forget what we no longer hold, rewrite what we hold."""
         if await self.leases.take_reaped_marker():
             # Others reported our tunnels closed while we were cut off, and delivered
-            # what our journals held; the clients must reconnect (to any pod) so that
-            # the business server hears of them again.
-            self.hub.close_all_replaced(CloseCode.SERVICE_RESTART, "node_lost")
-            await self.adoption.adopted_from_here()
+            # what our journals held: our open sockets rejoin as new connections.
+            kept = await self.adoption.adopted_from_here()
+            await self.rejoin.rejoin(self.hub, kept)
             return
         await self.registry.reconcile([(t, self._conn(t)) for t in self.hub])
         if self.order.delivery is not None:
@@ -265,6 +266,10 @@ class RedisBackend(Backend):
 
     def _conn(self, tunnel: Tunnel) -> str:
         return self._conns.setdefault(tunnel, os.urandom(8).hex())
+
+    def _new_conn(self, tunnel: Tunnel) -> str:
+        self._conns.pop(tunnel, None)
+        return self._conn(tunnel)
 
     async def attach(self, tunnel: Tunnel) -> bool:
         app_id = tunnel.app.id

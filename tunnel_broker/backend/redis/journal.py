@@ -339,6 +339,7 @@ class EventJournal:
             async with app.lock:
                 app.unwritten.clear()
                 app.deletes.clear()
+                app.lagging = False
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.delete(app.key)
                 pipe.hdel(app.bytes_key, self.node_id)

@@ -79,8 +79,12 @@ class EventOrder:
     def attached(self, app_id: str, tunnel_id: str, epoch: int, owed: list[str]) -> None:
         """A socket's tunnel was attached here: hold its events while another pod owes
         older ones."""
-        if not any(node != self.node_id for node in owed):
-            return
+        if any(node != self.node_id for node in owed):
+            self.hold(app_id, tunnel_id, epoch)
+
+    def hold(self, app_id: str, tunnel_id: str, epoch: int) -> None:
+        """Hold the epoch's events until no other pod owes older ones of the tunnel (as
+        ``released`` or the poll finds)."""
         queue = self._queue(app_id)
         if queue is not None:
             queue.hold(epoch, tunnel_id)
