@@ -298,3 +298,23 @@ async def test_written_again_events_move_behind_those_adopted(client: aioredis.R
         await check_for(5, moved, what="the newer event behind the adopted one")
     finally:
         await adopter.stop()
+
+
+async def test_a_rewrite_of_nothing_resumes_reading_too(client: aioredis.Redis) -> None:
+    # Everything was delivered during the outage: the rewrite has nothing to write, and
+    # reading must resume all the same (it once stayed paused for good).
+    journal, queue = journal_of(client, "a"), Queue()
+    try:
+        journal.health.mark_unhealthy(RedisConnectionError("down"))
+        early, late = pending("t1", "early"), pending("t1", "late")
+        late.queued_at = early.queued_at + STORE_LAG + 0.01
+        journal.added(as_queue(queue), early)
+        journal.added(as_queue(queue), late)
+        assert queue.blocked
+        journal.delivered(as_queue(queue), [early, late])
+        journal.health.mark_healthy()
+        await journal.rewrite({APP: as_queue(queue)})
+        assert not queue.blocked
+        assert await entries(client, "a") == []
+    finally:
+        await journal.stop()

@@ -307,30 +307,32 @@ class EventJournal:
         async with app.lock:
             app.unwritten.clear()
             app.deletes.clear()
-            if not pendings:
+            app.lagging = False  # nothing waits to be written any more
+            if pendings:
+                await self._replace(app, pendings)
+            else:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.delete(app.key)
                 pipe.hdel(app.bytes_key, self.node_id)
                 pipe.srem(keys.JOURNALS, app.member)
                 await pipe.execute()
                 app.listed = False
-                return
-            aside = app.key + ":new"
-            await self.redis.delete(aside)
-            for start in range(0, len(pendings), CHUNK):
-                batch = pendings[start : start + CHUNK]
-                args = self._appends(app, batch)
-                await self._write(keys=[aside, app.bytes_key], args=args)
-            await self._list(app)
-            size = sum(p.entry[1] for p in pendings if p.entry is not None)
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.rename(aside, app.key)
-            pipe.hset(app.bytes_key, self.node_id, size)
-            await pipe.execute()
-            for pending in pendings:
-                pending.stored = True
-            app.lagging = False
             await self._recount(app)
+
+    async def _replace(self, app: _AppJournal, pendings: list[Pending]) -> None:
+        aside = app.key + ":new"
+        await self.redis.delete(aside)
+        for start in range(0, len(pendings), CHUNK):
+            args = self._appends(app, pendings[start : start + CHUNK])
+            await self._write(keys=[aside, app.bytes_key], args=args)
+        await self._list(app)
+        size = sum(p.entry[1] for p in pendings if p.entry is not None)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.rename(aside, app.key)
+        pipe.hset(app.bytes_key, self.node_id, size)
+        await pipe.execute()
+        for pending in pendings:
+            pending.stored = True
 
     async def forget(self) -> None:
         """Drop this pod's journals (another pod adopted them while this one was cut
