@@ -15,7 +15,19 @@ from tunnel_broker.targets import Target
 MAX_TARGET_IDS = 10_000
 # A close frame holds 125 bytes: the code's two and at most 123 of reason, in UTF-8.
 MAX_REASON_BYTES = 123
-_ID_PATTERN = re.compile(r"[^\s/]{1,128}\Z")
+# White space by Python's rules and by JavaScript's (the document's patterns are ECMA-262
+# regular expressions), spelt out so that both read the same rule.
+_SPACE = "\t\n\x0b\x0c\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+ID_CHARS_PATTERN = f"^[^{_SPACE}/]+$"
+_ID_PATTERN = re.compile(f"[^{_SPACE}/]{{1,128}}\\Z")
+# The rule as JSON Schema, for path parameters of the OpenAPI document.
+ID_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": ID_CHARS_PATTERN,
+    "not": {"enum": [".", ".."]},
+}
 
 
 def check_id(value: str) -> str:
@@ -53,7 +65,14 @@ def check_reason(value: str) -> str:
 
 
 Id = Annotated[
-    str, Field(min_length=1, max_length=128, pattern=r"^[^\s/]+$"), AfterValidator(check_id)
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=ID_CHARS_PATTERN,
+        json_schema_extra={"not": {"enum": [".", ".."]}},
+    ),
+    AfterValidator(check_id),
 ]
 GroupName = Id
 Reason = Annotated[

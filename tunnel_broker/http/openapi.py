@@ -18,6 +18,7 @@ from tunnel_broker.http.schemas import (
     TunnelInfo,
     TunnelPage,
 )
+from tunnel_broker.shapes import ID_SCHEMA
 
 _MODELS = (
     CreateTunnelRequest,
@@ -49,12 +50,19 @@ def _problem_responses(*statuses: int) -> dict[str, Any]:
     return out
 
 
+# Every authenticated call may be refused for its key, its rate or a backend outage; one
+# with a body for the body; one naming something in its path for the name.
+_ALWAYS = (401, 429, 503)
+_BODY = (400, 413, 415, 422)
+_PATH = (422,)
+
+
 def _operation(
     summary: str,
     ok: tuple[int, dict[str, Any]],
     body: str | None = None,
     params: list[str] | None = None,
-    errors: tuple[int, ...] = (401, 422, 429, 503),
+    errors: tuple[int, ...] = (),
     query: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     op: dict[str, Any] = {
@@ -62,10 +70,12 @@ def _operation(
         "security": [{"apiKey": []}],
         "responses": {str(ok[0]): {"description": "OK", **(_json(ok[1]) if ok[1] else {})}},
     }
-    op["responses"].update(_problem_responses(*errors))
+    statuses = set(_ALWAYS) | set(errors)
+    statuses |= set(_BODY) if body else set()
+    statuses |= set(_PATH) if params or query else set()
+    op["responses"].update(_problem_responses(*sorted(statuses)))
     parameters = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-        for p in params or []
+        {"name": p, "in": "path", "required": True, "schema": ID_SCHEMA} for p in params or []
     ] + (query or [])
     if parameters:
         op["parameters"] = parameters
@@ -78,7 +88,12 @@ _PAGING = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
 ]
-_CLOSED = {"type": "object", "properties": {"closed": {"type": "boolean"}}}
+_CLOSED = {"type": "object", "required": ["closed"], "properties": {"closed": {"type": "boolean"}}}
+_CLOSED_COUNT = {
+    "type": "object",
+    "required": ["closed"],
+    "properties": {"closed": {"type": "integer", "minimum": 0}},
+}
 
 
 @lru_cache(maxsize=8)
@@ -105,14 +120,15 @@ def _document(server_url: str) -> dict[str, Any]:
                 "Issue a tunnel for a user",
                 (201, _ref("CreateTunnelResponse")),
                 "CreateTunnelRequest",
+                errors=(403,),
             )
         },
         "/v1/tunnels/{tunnel_id}": {
             "get": _operation(
-                "Presence of one tunnel", (200, _ref("TunnelInfo")), None, ["tunnel_id"], (401, 404)
+                "Presence of one tunnel", (200, _ref("TunnelInfo")), None, ["tunnel_id"], (404,)
             ),
             "delete": _operation(
-                "Close a tunnel", (200, _CLOSED), "CloseRequest", ["tunnel_id"], (401, 404, 422)
+                "Close a tunnel", (200, _CLOSED), "CloseRequest", ["tunnel_id"], (404,)
             ),
         },
         "/v1/messages": {
@@ -124,7 +140,7 @@ def _document(server_url: str) -> dict[str, Any]:
         },
         "/v1/users/{user_id}/close": {
             "post": _operation(
-                "Close all tunnels of a user", (200, _CLOSED), "CloseRequest", ["user_id"]
+                "Close all tunnels of a user", (200, _CLOSED_COUNT), "CloseRequest", ["user_id"]
             )
         },
         "/v1/users/{user_id}/tunnels": {
@@ -143,14 +159,14 @@ def _document(server_url: str) -> dict[str, Any]:
                 (200, membership),
                 None,
                 ["group", "tunnel_id"],
-                (401, 404),
+                (404,),
             ),
             "delete": _operation(
                 "Remove a tunnel from a group",
                 (200, membership),
                 None,
                 ["group", "tunnel_id"],
-                (401, 404),
+                (404,),
             ),
         },
     }

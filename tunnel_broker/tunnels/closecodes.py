@@ -12,6 +12,8 @@ from enum import IntEnum
 class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    INVALID_DATA = 1007
     POLICY_VIOLATION = 1008
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
@@ -26,6 +28,8 @@ class CloseCode(IntEnum):
 CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
     CloseCode.NORMAL: "Closed normally (by the client, or by the business server).",
     CloseCode.GOING_AWAY: "Idle timeout or maximum connection lifetime; reconnect if needed.",
+    CloseCode.PROTOCOL_ERROR: "A malformed frame broke the WebSocket protocol; fix the client.",
+    CloseCode.INVALID_DATA: "A text message was not valid UTF-8; send binary frames for bytes.",
     CloseCode.POLICY_VIOLATION: "A limit was exceeded (message rate, tunnels per user); back off.",
     CloseCode.MESSAGE_TOO_BIG: "A frame exceeded the app's max_message_bytes.",
     CloseCode.INTERNAL_ERROR: "The broker failed unexpectedly; reconnect with backoff.",

@@ -21,8 +21,10 @@ uvicorn does not allow for that:
    and the application decides (``tunnels/connect.py`` relays them unless the close was
    for abuse).
 
-Everything else (handshake, framing, keepalive pings, limits) is uvicorn's and
-``websockets``', unchanged.
+And a text message that is not UTF-8 fails the connection with 1007 quietly (stock
+uvicorn logged a traceback for each, and crashed when the client's close frame came in
+the same read). Everything else (handshake, framing, keepalive pings, limits) is
+uvicorn's and ``websockets``', unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import Any
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
+
+from tunnel_broker.tunnels.closecodes import CloseCode
 
 
 class TunnelProtocol(WebSocketsSansIOProtocol):
@@ -67,27 +72,33 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
     # ---- 2. reading up to the client's close frame -------------------------------------
 
     def send_receive_event_to_app(self) -> None:
-        if not self.close_sent:
-            super().send_receive_event_to_app()
-            return
-        # After our close frame: keep the message for the application, unless it is gone
-        # or the connection is being torn down.
-        if self.app_done or self.transport.is_closing():
-            self.frames = []
-            return
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
+        # After our close frame: keep the message for the application, unless it is gone
+        # or the connection is being torn down.
+        if self.close_sent and (self.app_done or self.transport.is_closing()):
+            return
         if self.curr_msg_data_type == "text":
             try:
                 text = data.decode()
             except UnicodeDecodeError:
-                return  # the stream is ending anyway; the close code says why
+                if not self.close_sent:  # else the stream is ending anyway
+                    self._invalid_text()
+                return
             self.queue.put_nowait({"type": "websocket.receive", "text": text})
         else:
             self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
+
+    def _invalid_text(self) -> None:
+        """A text message that is not UTF-8: fail the connection with 1007 (RFC 6455,
+        8.1)."""
+        if self.conn.state is not State.OPEN:
+            return  # the client's close is already in: its code ends the socket
+        self.conn.send_close(CloseCode.INVALID_DATA, "invalid_utf8")
+        self.handle_parser_exception()
 
     async def send(self, message: Any) -> None:
         if (

@@ -90,6 +90,8 @@ def _plain_text_reply(raw: Any) -> tuple[str, str] | None:
     to, data = raw.get("to"), raw.get("data")
     if not isinstance(data, str) or not isinstance(to, dict) or to.keys() != {"tunnels"}:
         return None
+    if not isinstance(raw.get("event_id", ""), str):
+        return None  # the validated path reports it
     if not data.isascii():
         return None  # the validated path checks the text can be sent
     tunnel_ids = to["tunnels"]

@@ -141,8 +141,15 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         pending = self.pending
         self.pending = None
-        if pending is not None and not pending.future.done():
-            pending.future.set_exception(exc)
+        # Nothing may keep the refused body alive: the exception's traceback holds the
+        # parser callback's frame (and its chunk), and the pending request its chunks,
+        # in a cycle only a full garbage collection would break (4 MB a refused reply).
+        self.error = None
+        exc = exc.with_traceback(None)
+        if pending is not None:
+            pending.chunks.clear()
+            if not pending.future.done():
+                pending.future.set_exception(exc)
         self._close()
 
     def expire(self, pending: _Pending) -> None:

@@ -1,28 +1,17 @@
 """Each pod's undelivered events, kept in Redis, so that they outlive the pod.
 
-A pod keeps a *journal* per app: a stream ``tb:{app}:j:<pod>`` of the events it has not
-delivered yet. With durable events on (the default) every event not delivered within
-``WRITE_WINDOW`` (5 ms) of being read is written there, and deleted once the business
-server acknowledged it; a pod that stops writes whatever it still holds. So an event
-counts as accepted once it is stored or delivered, and a pod killed loses at most what
-it read in its last few milliseconds and had not delivered (docs/reliability.md). A pod whose
-lease is gone (killed, stopped, cut off) has its journals *adopted* by a live pod: the
-entries move to the adopter's journal in one script call per thousand, the adopter takes
-the gone pod's place on the owed sets of their tunnels (``order.py``) and delivers them
-before anything newer of those tunnels.
+A pod keeps a *journal* per app: a stream ``tb:{app}:j:<pod>`` of its undelivered
+events. With durable events on (the default) every event not delivered within
+``WRITE_WINDOW`` of being read is written there, and deleted once acknowledged; a pod
+that stops writes whatever it still holds. A pod whose lease is gone has its journals
+*adopted* by a live pod (``adoption.py``). Why a stream per pod rather than partitions
+read through consumer groups, and why written behind rather than before sending:
+docs/reliability.md, with the measurements.
 
-Why a stream per pod rather than shared partitions read through consumer groups: the pod
-that reads a socket goes on delivering its events (batches, the order across pods, the
-reply's actions on its own tunnels), so the hot path only writes: one script call per app
-at most every few milliseconds appends what waited and deletes what was acknowledged.
-The journal is read only when its pod is gone. With consumer groups every event would
-also be read back by whichever pod owns its partition, and per-tunnel order would need
-partition ownership handed between pods on every failure.
-
-Ids are the pod's own, ``<ms at start>-<n>``: increasing, so the stream keeps the
-order events were queued in, and known before the write returns. The app's stored
-bytes, all pods together, are counted in a hash with a field per pod; at the app's
-``event_store_max_bytes`` the pod stops reading that app's sockets until it drains.
+Ids are the pod's own, ``<ms at start>-<n>``: increasing, so the stream keeps the order
+events were queued in. The app's stored bytes, all pods together, are counted in a hash
+with a field per pod; at ``event_store_max_bytes`` the pod stops reading the app's
+sockets until it drains.
 
 An event read but neither stored nor delivered is at risk, so that state is kept short:
 when the oldest event waiting to be written is ``STORE_LAG`` old (Redis slow, frozen or
