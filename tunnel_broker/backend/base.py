@@ -7,6 +7,8 @@ answers 503) and ``TooManyTunnels`` when an attach would exceed the user's limit
 
 from __future__ import annotations
 
+import asyncio
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,10 +74,33 @@ class Page:
     next_cursor: str | None = None
 
 
+class Lease:
+    """Until when this pod may relay what its sockets send (monotonic seconds).
+
+    A pod whose lease may have run out (paused longer than it, or cut off from Redis) may
+    have been reaped, its tunnels reported closed: what it relayed then would follow
+    their ``tunnel.closed``. Its readers wait for the next renewal instead, by which time
+    a reaped pod's sockets have rejoined (``backend/redis/rejoin.py``). A single process
+    has no lease: forever."""
+
+    def __init__(self) -> None:
+        self.valid_until = math.inf
+        self._renewal = asyncio.Event()
+
+    def extend(self, until: float) -> None:
+        self.valid_until = until
+        self._renewal.set()
+        self._renewal = asyncio.Event()
+
+    async def renewed(self) -> None:
+        await self._renewal.wait()
+
+
 class Backend(ABC):
     """Registry of open tunnels and router of pushes and closes to them."""
 
     name: str
+    lease: Lease = Lease()
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to shared state; called once before serving."""

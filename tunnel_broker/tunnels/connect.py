@@ -149,6 +149,7 @@ class ConnectHandler:
         # Looked up per message: a pod reaped while cut off from Redis starts its queues
         # afresh (``backend/redis/adoption.py``), and its sockets go on.
         queue_of = node.events.queue
+        lease = node.backend.lease
         max_bytes = app.limits.max_message_bytes
         bucket = tunnel.bucket
         messages_in = node.metrics.messages_in
@@ -179,6 +180,9 @@ class ConnectHandler:
                 tunnel.close(CloseCode.MESSAGE_TOO_BIG, "message_too_big")
                 continue
             now = monotonic()
+            if now > lease.valid_until:
+                await _holding(tunnel, lease.renewed())  # see ``backend.base.Lease``
+                now = monotonic()
             if not bucket.take(now):
                 tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
                 continue

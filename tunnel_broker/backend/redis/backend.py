@@ -20,14 +20,20 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from tunnel_broker.apps import App
-from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunnels, TunnelRecord
+from tunnel_broker.backend.base import (
+    Backend,
+    Lease,
+    Page,
+    TooManyGroups,
+    TooManyTunnels,
+    TunnelRecord,
+)
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.adoption import Adoption
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
@@ -49,6 +55,7 @@ from tunnel_broker.backend.redis.registry import TunnelRegistry
 from tunnel_broker.backend.redis.rejoin import Rejoin
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
 from tunnel_broker.backend.redis.subscription import Subscription
+from tunnel_broker.backend.redis.upkeep import Upkeep
 from tunnel_broker.backend.sessions import SessionStore
 from tunnel_broker.errors import BackendUnavailable
 from tunnel_broker.targets import Target
@@ -79,6 +86,8 @@ class RedisBackend(Backend):
         self.hub = hub
         self.node_id = node_id
         self.lease_seconds = lease_seconds
+        self.lease = Lease()
+        self.lease.valid_until = 0.0  # until the first renewal
         self.redis, lease_client = pod_clients(url, lease_seconds)
         self.health = RedisHealth()
         self.subscription = Subscription(url, node_id, self.health, max(1.0, lease_seconds / 3))
@@ -106,12 +115,12 @@ class RedisBackend(Backend):
         self.adoption = Adoption(self.journal, self.leases, self.order)
         self.leases.adopt = self.adoption.adopt
         self.rejoin = Rejoin(self.registry, self.order, node_id, self._new_conn)
+        self.upkeep = Upkeep(self)
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.
         self._conns: dict[Tunnel, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
-        self._previous_run_reaped = False
         self.on_apps_changed: Hook | None = None
         self.on_repaired: Hook | None = None
 
@@ -120,8 +129,7 @@ class RedisBackend(Backend):
     async def start(self) -> None:
         try:
             await self.redis.ping()
-            await self.leases.renew()
-            await self._reap_previous_run()
+            await self.upkeep.first_renewal()
         except RedisError as exc:
             # Start anyway: the pod is unready until Redis answers, then catches up.
             logger.error("redis unreachable at start (%s); retrying", type(exc).__name__)
@@ -129,7 +137,7 @@ class RedisBackend(Backend):
             self.health.mark_healthy()
         loop = asyncio.get_running_loop()
         self._tasks = [
-            loop.create_task(self._lease_loop(), name="redis-lease"),
+            loop.create_task(self.upkeep.run(), name="redis-lease"),
             loop.create_task(
                 self.subscription.run(self._apply, lambda: self.on_apps_changed),
                 name="redis-subscriber",
@@ -157,16 +165,6 @@ class RedisBackend(Backend):
         await self.redis.aclose(close_connection_pool=True)
         await self.leases.lease_client.aclose(close_connection_pool=True)
         await self.subscription.close()
-
-    async def _reap_previous_run(self) -> None:
-        """Deliver what a previous process with our node id left, and report its tunnels
-        closed now rather than leaving them in the indexes forever."""
-        if self._previous_run_reaped:
-            return
-        stale = await self.leases.reap(self.node_id, announce=False)
-        self._previous_run_reaped = True
-        if stale:
-            logger.warning("reported %d tunnels of a previous run of this node closed", stale)
 
     def ready(self) -> bool:
         return self.health.healthy and self.subscription.subscribed.is_set()
@@ -198,47 +196,6 @@ class RedisBackend(Backend):
         except RedisError as exc:
             raise BackendUnavailable(f"apps not readable from redis: {exc}") from exc
 
-    # ---- leases and repair --------------------------------------------------------------
-
-    async def _lease_loop(self) -> None:
-        interval = self.lease_seconds / 8
-        health = self.health
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                recovering = not health.healthy
-                await self.leases.renew()
-                if recovering and not self.subscription.subscribed.is_set():
-                    continue  # repair once the others' messages reach this pod again
-                await self._reap_previous_run()
-                if recovering:
-                    await self._repair()
-                    health.mark_healthy()
-                    if self.on_repaired is not None:
-                        await self.on_repaired()
-                    logger.info("redis reachable again; indexes repaired")
-                # Right after an outage every lease looks expired; give pods one lease
-                # to renew before reaping any.
-                if time.monotonic() - health.healthy_since >= self.lease_seconds:
-                    await self.leases.reap_expired()
-                await self.adoption.adopt_stopped()
-            except RedisError as exc:
-                health.mark_unhealthy(exc)
-            except Exception:
-                logger.exception("lease loop failed; retrying")
-
-    async def _repair(self) -> None:
-        """After an outage: forget what we no longer hold, rewrite what we hold."""
-        if await self.leases.take_reaped_marker():
-            # Others reported our tunnels closed while we were cut off, and delivered
-            # what our journals held: our open sockets rejoin as new connections.
-            kept = await self.adoption.adopted_from_here()
-            await self.rejoin.rejoin(self.hub, kept)
-            return
-        await self.registry.reconcile([(t, self._conn(t)) for t in self.hub])
-        if self.order.delivery is not None:
-            await self.journal.rewrite(self.order.delivery.queues())
-
     # ---- pub/sub ------------------------------------------------------------------------
 
     async def _publish(self, channel: str, message: ControlMessage) -> None:
@@ -264,19 +221,20 @@ class RedisBackend(Backend):
 
     # ---- the Backend interface ------------------------------------------------------
 
-    def _conn(self, tunnel: Tunnel) -> str:
+    def conn(self, tunnel: Tunnel) -> str:
+        """The socket's connection id (its record names it)."""
         return self._conns.setdefault(tunnel, os.urandom(8).hex())
 
     def _new_conn(self, tunnel: Tunnel) -> str:
         self._conns.pop(tunnel, None)
-        return self._conn(tunnel)
+        return self.conn(tunnel)
 
     async def attach(self, tunnel: Tunnel) -> bool:
         app_id = tunnel.app.id
         here = self.hub.get(app_id, tunnel.tunnel_id) is not None
         limit = 0 if here else tunnel.app.limits.max_tunnels_per_user
         try:
-            written = await self.health.call(self.registry.write(tunnel, self._conn(tunnel), limit))
+            written = await self.health.call(self.registry.write(tunnel, self.conn(tunnel), limit))
         except BackendUnavailable:
             self._conns.pop(tunnel, None)
             raise
@@ -312,6 +270,8 @@ class RedisBackend(Backend):
                     # Taken over by another pod first (its message is on the way): the
                     # tunnel lives on there, so this socket's end is not a close.
                     tunnel.replaced = True
+                elif not removed.removed and await self.leases.was_reaped():
+                    tunnel.replaced = True  # reported closed by the pod that reaped this one
                 if self.hub.get(app_id, tunnel_id) is None:
                     await self.registry.unlist(self.node_id, app_id, tunnel_id)
             except RedisError as exc:

@@ -52,12 +52,14 @@ class NodeLeases:
         # are reported closed, so each ``tunnel.closed`` follows its tunnel's events.
         self.adopt: Adopt | None = None
 
-    async def renew(self) -> None:
+    async def renew(self) -> bool:
+        """Renew this pod's lease; True if it had none (first renewal, or another pod
+        reaped this one meanwhile: a pause longer than the lease, with Redis reachable)."""
         # Expiry at three quarters of the lease, checked every eighth: a dead pod's tunnels
         # are reported within the lease, and a live pod may miss five renewals in a row
         # (a slow Redis, a long pause) before anyone thinks it dead.
         expiry = time.time() + self.lease_seconds * 0.75
-        await self.lease_client.zadd(keys.NODES, {self.node_id: expiry})
+        return bool(await self.lease_client.zadd(keys.NODES, {self.node_id: expiry}))
 
     async def alive(self, nodes: list[str]) -> set[str]:
         """Those of ``nodes`` whose lease has not expired."""
@@ -75,6 +77,11 @@ class NodeLeases:
             pipe.zscore(keys.NODES, node)
         scores = await pipe.execute()
         return {n for n, s in zip(nodes, scores, strict=True) if s is not None}
+
+    async def was_reaped(self) -> bool:
+        """Whether other pods reported this pod's tunnels closed (it was paused or cut
+        off longer than its lease) and it has not repaired since."""
+        return bool(await self.redis.exists(keys.node_reaped(self.node_id)))
 
     async def take_reaped_marker(self) -> bool:
         """Whether other pods reported this pod's tunnels closed while it was cut off
