@@ -241,3 +241,31 @@ async def test_the_backlog_is_bounded_in_bytes_too() -> None:
     socket.writable.set()
     await until(lambda: writer.backlog == 0)
     assert [len(m["text"]) for m in socket.sent] == [4000, 4000]
+
+
+async def test_a_held_writer_queues_until_released_then_sends_in_order() -> None:
+    # The tunnel is registered before its handshake completes: pushes that reach it
+    # meanwhile must wait for the accept, not go out before it.
+    socket = FakeSocket()
+    writer = SocketWriter(socket.send)
+    writer.hold()
+    assert writer.write(text("a")) and writer.write(text("b"))
+    assert socket.sent == []
+    writer.release()
+    await until(lambda: socket.sent == [text("a"), text("b")])
+    assert writer.write(text("c"))
+    assert socket.sent[-1] == text("c")
+
+
+async def test_a_writer_closed_while_held_sends_only_the_close_once_released() -> None:
+    socket = FakeSocket()
+    writer = SocketWriter(socket.send)
+    writer.hold()
+    writer.write(text("a"))
+    writer.close(4409, "replaced")
+    assert socket.sent == []
+    writer.release()
+    await until(lambda: socket.sent == [close_frame(4409, "replaced")])
+    assert not writer.write(text("late"))
+    await settle()
+    assert socket.sent == [close_frame(4409, "replaced")]

@@ -84,7 +84,6 @@ class ConnectHandler:
             metrics.connects.labels(app.id, refusal[1]).inc()
             return await _refuse(send, *refusal)
 
-        await send({"type": "websocket.accept"})
         fragment = events.tunnel_fragment(
             app.id, claims.tunnel_id, claims.user_id, claims.identity, claims.meta
         )
@@ -98,14 +97,20 @@ class ConnectHandler:
             fragment,
             send,
         )
+        # Registered before the handshake completes: a client can send nothing on a
+        # socket that is then refused (its messages would be lost with it). Pushes that
+        # reach it meanwhile wait in its writer.
+        tunnel.writer.hold()
         try:
             took_over = await node.backend.attach(tunnel)
         except BackendUnavailable:
             metrics.connects.labels(app.id, "backend_unavailable").inc()
-            return await _close(send, CloseCode.TRY_AGAIN_LATER, "backend_unavailable")
+            return await _refuse(send, CloseCode.TRY_AGAIN_LATER, "backend_unavailable")
         except TooManyTunnels:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
-            return await _close(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
+            return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
+        await send({"type": "websocket.accept"})
+        tunnel.writer.release()
         if not took_over:
             node.events.emit(
                 app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve, tunnel.epoch

@@ -74,6 +74,7 @@ class SocketWriter:
         "_backlog",
         "_backlog_bytes",
         "_closed",
+        "_held",
         "_send",
         "_task",
         "max_backlog",
@@ -96,6 +97,24 @@ class SocketWriter:
         self.overflowed = False
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._held: Message | None = None  # see ``hold``
+
+    def hold(self) -> None:
+        """Queue every write until ``release``: the socket's handshake is not complete
+        (the tunnel is registered first), and the server takes nothing before it."""
+        self._backlog = deque()
+        self._held = {}
+
+    def release(self) -> None:
+        """The handshake is complete: send what was queued, or the close (only)."""
+        held, self._held = self._held, None
+        if held:  # closed meanwhile
+            self._closed = False
+            self.close(held["code"], held["reason"])
+        elif self._backlog:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self._backlog = None
 
     @property
     def backlog(self) -> int:
@@ -148,6 +167,11 @@ class SocketWriter:
         if self._closed:
             return
         self._closed = True
+        if self._held is not None:
+            self._held = {"code": code, "reason": reason}
+            self._backlog = deque()
+            self._backlog_bytes = 0
+            return
         if self._task is not None:
             self._task.cancel()
             self._task = None
