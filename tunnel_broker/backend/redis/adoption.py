@@ -37,23 +37,31 @@ class Adoption:
             return
         if app_ids is None:
             app_ids = (await self._journals()).get(owner, [])
-        for app_id, pendings in (await self.journal.adopt(owner, app_ids)).items():
-            epochs = delivery.emit_adopted(app_id, pendings) or {}
+        self.order.adopting += 1
+        try:
+            adopted = await self.journal.adopt(owner, app_ids)
+        finally:
+            self.order.adopting -= 1
+        # Queued before anything is awaited: no release may run in between.
+        epochs_of: dict[str, dict[str, int]] = {}
+        for app_id, pendings in adopted.items():
+            epochs = epochs_of[app_id] = delivery.emit_adopted(app_id, pendings) or {}
             queue = delivery.queue_of(app_id)
             if queue is not None:
                 # Parked events of these tunnels are newer than those adopted, which went
                 # before them in the queue; in the journal they must follow them too.
-                adopted = {id(p) for p in pendings}
+                taken = {id(p) for p in pendings}
                 newer = [
                     p
                     for tunnel_id in epochs
                     for p in queue.buffer.parked.get(tunnel_id, ())
-                    if id(p) not in adopted
+                    if id(p) not in taken
                 ]
                 self.journal.write_again(queue, newer)
+        for app_id, pendings in adopted.items():
             for tunnel_id in dict.fromkeys(p.event.tunnel_id for p in pendings):
                 # An epoch of None (the app is gone): nothing to deliver, settle at once.
-                self.order.let_go(app_id, tunnel_id, epochs.get(tunnel_id))
+                self.order.let_go(app_id, tunnel_id, epochs_of[app_id].get(tunnel_id))
                 await self.order.released(app_id, tunnel_id)  # this pod may be next
 
     async def _journals(self) -> dict[str, list[str]]:

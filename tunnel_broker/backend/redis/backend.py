@@ -260,6 +260,7 @@ class RedisBackend(Backend):
         self.hub.detach(tunnel)
         conn = self._conns.pop(tunnel, None)
         app_id, tunnel_id = tunnel.app.id, tunnel.tunnel_id
+        self.order.letting_go(app_id, tunnel_id)
         if conn is not None and self.health.healthy:  # else repaired when Redis returns
             owes = self.order.owes(app_id, tunnel.epoch, reports_closed=not tunnel.replaced)
             try:

@@ -69,6 +69,10 @@ class EventOrder:
         self._held: dict[Key, set[int]] = {}  # epochs held here, by tunnel
         self._owing: dict[Key, set[int]] = {}  # epochs let go, not all delivered yet
         self._unsettled: set[Key] = set()  # settlements a Redis error interrupted
+        # Adoptions under way: the owed sets already name this pod in the gone pod's
+        # place, but the adopted events are not queued yet; nothing is released meanwhile
+        # (it would overtake them).
+        self.adopting = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _queue(self, app_id: str) -> AppEventQueue | None:
@@ -112,7 +116,7 @@ class EventOrder:
                 logger.info("tunnel %s: %s gone; waiting no longer", tunnel_id, ",".join(gone))
                 _, owed = await self.registry.settle(app_id, tunnel_id, gone)
                 others = [node for node in owed if node != self.node_id]
-        if others:
+        if others or self.adopting:
             return
         queue = self._queue(app_id)
         for epoch in self._held.pop(key, ()):
@@ -139,6 +143,12 @@ class EventOrder:
             return True
         queue = self._queue(app_id)
         return queue is not None and queue.pending_of(epoch) > 0
+
+    def letting_go(self, app_id: str, tunnel_id: str) -> None:
+        """A socket of the tunnel is being let go here (its ``let_go`` follows once its
+        record is updated): until then a ``Replace`` finding no socket must not settle
+        the tunnel, which would take this pod off its owed set with events undelivered."""
+        self._owing.setdefault((app_id, tunnel_id), set())
 
     def let_go(self, app_id: str, tunnel_id: str, epoch: int | None) -> None:
         """This pod let a tunnel go (a socket closed or was taken over, or it reported a
