@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,9 +54,12 @@ async def cluster_of(
     limits: dict[str, Any] | None = None,
     args: tuple[str, ...] = (),
     on_events: Reply | None = echo_messages,
+    redis_urls: Sequence[str | None] = (),
 ) -> AsyncIterator[Cluster]:
     """``pods`` broker processes on ``redis_server``, one app ``demo`` with ``limits``,
-    its webhooks to a receiver serving in this process; ``args`` go to every pod."""
+    its webhooks to a receiver serving in this process; ``args`` go to every pod.
+    ``redis_urls[i]``, when given, is the way pod i reaches Redis instead of
+    ``redis_server.url`` (a proxy that can cut that one pod off)."""
     receiver = WebhookReceiver(secret=new_secret(), on_events=on_events)
     config = app_config("demo", receiver.url, receiver.secret, **(limits or {}))
     apps = write_apps_file(tmp_path / "apps.json", [config])
@@ -68,7 +71,7 @@ async def cluster_of(
                 "--backend",
                 "redis",
                 "--redis-url",
-                redis_server.url,
+                (redis_urls[i] if i < len(redis_urls) else None) or redis_server.url,
                 "--node-id",
                 f"pod-{i}",
                 "--lease-seconds",

@@ -3,6 +3,12 @@
 It verifies every request with the ``standardwebhooks`` library (not the broker's own
 code), records the events in arrival order, and answers according to a scriptable
 ``behaviour``: normal replies computed by ``on_events``, HTTP errors, garbage, slowness.
+
+Behaviours: ``ok``; ``status:<n>`` (answers n, records nothing); ``slow:<seconds>``
+(records and answers after that long); ``garbage`` (records, answers 200 with a body that
+is not JSON); ``wrong-shape`` (records, answers 200 with JSON that is not an actions
+object). Each delivery keeps the time it was recorded, so fault tests can tell how long
+the business server waited for events.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +38,14 @@ class Delivery:
     events: list[dict[str, Any]]
     headers: dict[str, str]
     body: bytes
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
 class WebhookReceiver:
     secret: str
     on_events: Reply | None = None
-    behaviour: str = "ok"  # ok | status:<n> | garbage | slow:<seconds>
+    behaviour: str = "ok"  # ok | status:<n> | garbage | wrong-shape | slow:<seconds>
     retry_after: str | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0
@@ -79,6 +87,8 @@ class WebhookReceiver:
         self.deliveries.append(Delivery(headers["webhook-id"], events, headers, body))
         if behaviour == "garbage":
             return Response(b"\x00not json{{", media_type="application/json")
+        if behaviour == "wrong-shape":
+            return JSONResponse({"actions": {"type": "send"}, "extra": [1, 2]})
         actions = self.on_events(events) if self.on_events else []
         return JSONResponse({"actions": actions})
 

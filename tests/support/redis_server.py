@@ -14,8 +14,8 @@ from tests.support.servers import free_port
 
 
 class RedisServer:
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
+    def __init__(self, binary: str | None = None) -> None:
+        binary = binary or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (scripts/test.sh installs it)")
         self.binary = binary
