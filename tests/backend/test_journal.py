@@ -318,3 +318,24 @@ async def test_a_rewrite_of_nothing_resumes_reading_too(client: aioredis.Redis) 
         assert await entries(client, "a") == []
     finally:
         await journal.stop()
+
+
+async def test_reading_resumes_when_what_waited_was_delivered_before_it_was_written(
+    client: aioredis.Redis,
+) -> None:
+    # Redis back after a pause, and every event that had waited was delivered meanwhile:
+    # nothing is left to write, and reading must resume (it once stayed paused for good).
+    journal, queue = journal_of(client, "a"), Queue()
+    try:
+        journal.health.mark_unhealthy(RedisConnectionError("down"))
+        early, late = pending("t1", "early"), pending("t1", "late")
+        late.queued_at = early.queued_at + STORE_LAG + 0.01
+        journal.added(as_queue(queue), early)
+        journal.added(as_queue(queue), late)
+        assert queue.blocked
+        journal.delivered(as_queue(queue), [early, late])
+        journal.health.mark_healthy()
+        await check_for(5, lambda: not queue.blocked, what="reading resumed")
+        assert await entries(client, "a") == []
+    finally:
+        await journal.stop()

@@ -183,7 +183,15 @@ class RedisBackend(Backend):
         """Leave the undelivered events in this pod's journals for the pod that adopts
         them once this one has dropped its lease."""
         self.adoption.enabled = False
-        return await self.journal.keep_all(undelivered)
+        kept = 0
+        for app_id, pendings in undelivered.items():
+            try:
+                await self.journal.keep(app_id, pendings)
+            except RedisError as exc:
+                logger.error("app %s: undelivered events could not be kept: %s", app_id, exc)
+                continue
+            kept += len(pendings)
+        return kept
 
     def session_store(self) -> SessionStore:
         return RedisSessionStore(self.redis, self.health)

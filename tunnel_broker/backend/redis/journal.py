@@ -204,6 +204,8 @@ class EventJournal:
         app.unwritten = app.unwritten[CHUNK:]
         deletes, app.deletes = app.deletes[: CHUNK * 4], app.deletes[CHUNK * 4 :]
         if not batch and not deletes:
+            self._caught_up(app)  # all delivered meanwhile: reading may resume
+            self._update_block(app)
             return
         args = self._appends(app, batch)
         for entry_id, size in deletes:
@@ -217,10 +219,15 @@ class EventJournal:
             raise
         for pending in batch:
             pending.stored = True
+        self._caught_up(app)
+        self._saw(app, int(total))
+
+    @staticmethod
+    def _caught_up(app: _AppJournal) -> None:
+        """Clear ``lagging`` unless what is still unwritten has waited too long."""
         if app.lagging:
             now = asyncio.get_running_loop().time()
             app.lagging = bool(app.unwritten) and now - app.unwritten[0].queued_at > STORE_LAG
-        self._saw(app, int(total))
 
     def _appends(self, app: _AppJournal, batch: list[Pending]) -> list[str | bytes | int]:
         args: list[str | bytes | int] = [self.node_id, len(batch)]
@@ -271,18 +278,6 @@ class EventJournal:
             app.listed = False  # the set of journals may be gone too
         for app_id, queue in queues.items():
             await self.keep(app_id, queue.buffer.undelivered(), queue)
-
-    async def keep_all(self, undelivered: dict[str, list[Pending]]) -> int:
-        """``keep`` each app's (at a stop); how many events were kept."""
-        kept = 0
-        for app_id, pendings in undelivered.items():
-            try:
-                await self.keep(app_id, pendings)
-            except RedisError as exc:
-                logger.error("app %s: undelivered events could not be kept: %s", app_id, exc)
-                continue
-            kept += len(pendings)
-        return kept
 
     async def keep(
         self, app_id: str, pendings: list[Pending], queue: AppEventQueue | None = None
