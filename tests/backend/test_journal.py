@@ -300,19 +300,25 @@ async def test_written_again_events_move_behind_those_adopted(client: aioredis.R
         await adopter.stop()
 
 
+def paused_then_delivered(journal: EventJournal, queue: Queue) -> None:
+    """Redis away long enough for reading to pause; back once every event that waited
+    was delivered meanwhile (nothing is left to write)."""
+    journal.health.mark_unhealthy(RedisConnectionError("down"))
+    early, late = pending("t1", "early"), pending("t1", "late")
+    late.queued_at = early.queued_at + STORE_LAG + 0.01
+    journal.added(as_queue(queue), early)
+    journal.added(as_queue(queue), late)
+    assert queue.blocked
+    journal.delivered(as_queue(queue), [early, late])
+    journal.health.mark_healthy()
+
+
 async def test_a_rewrite_of_nothing_resumes_reading_too(client: aioredis.Redis) -> None:
     # Everything was delivered during the outage: the rewrite has nothing to write, and
     # reading must resume all the same (it once stayed paused for good).
     journal, queue = journal_of(client, "a"), Queue()
     try:
-        journal.health.mark_unhealthy(RedisConnectionError("down"))
-        early, late = pending("t1", "early"), pending("t1", "late")
-        late.queued_at = early.queued_at + STORE_LAG + 0.01
-        journal.added(as_queue(queue), early)
-        journal.added(as_queue(queue), late)
-        assert queue.blocked
-        journal.delivered(as_queue(queue), [early, late])
-        journal.health.mark_healthy()
+        paused_then_delivered(journal, queue)
         await journal.rewrite({APP: as_queue(queue)})
         assert not queue.blocked
         assert await entries(client, "a") == []
@@ -327,14 +333,7 @@ async def test_reading_resumes_when_what_waited_was_delivered_before_it_was_writ
     # nothing is left to write, and reading must resume (it once stayed paused for good).
     journal, queue = journal_of(client, "a"), Queue()
     try:
-        journal.health.mark_unhealthy(RedisConnectionError("down"))
-        early, late = pending("t1", "early"), pending("t1", "late")
-        late.queued_at = early.queued_at + STORE_LAG + 0.01
-        journal.added(as_queue(queue), early)
-        journal.added(as_queue(queue), late)
-        assert queue.blocked
-        journal.delivered(as_queue(queue), [early, late])
-        journal.health.mark_healthy()
+        paused_then_delivered(journal, queue)
         await check_for(5, lambda: not queue.blocked, what="reading resumed")
         assert await entries(client, "a") == []
     finally:

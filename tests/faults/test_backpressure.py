@@ -17,24 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import Cluster, cluster_of
+from tests.support.fault_scenarios import ARGS, LIMITS, PODS
 from tests.support.redis_server import RedisServer
 from tests.support.traffic import SteadyClient, check
 from tests.support.waiting import check_for
 
-PODS = 3
 TUNNELS = 60
-LIMITS = {"webhook_buffer_events": 500}
-ARGS = (
-    # Keepalive deadlines well inside the outage: a held socket must survive them.
-    "--ping-interval",
-    "5",
-    "--ping-timeout",
-    "5",
-    "--webhook-retry-max-delay",
-    "1",
-    "--connect-wait-seconds",
-    "2",
-)
 
 
 async def start_clients(cluster: Cluster) -> list[SteadyClient]:
@@ -102,9 +90,8 @@ async def test_a_pod_stopped_during_an_outage_hands_its_events_over(
     """SIGTERM to one pod while the receiver is down: its tunnels close (1012) and move to
     the other pods, and what it could not deliver (``tunnel.closed`` included) reaches
     the business server through another pod, before anything newer of those tunnels."""
-    args = (*ARGS, "--shutdown-flush-seconds", "2")
     async with cluster_of(
-        tmp_path, redis_server, limits=LIMITS, args=args, on_events=None
+        tmp_path, redis_server, limits=LIMITS, args=ARGS, on_events=None
     ) as cluster:
         clients = await start_clients(cluster)
         stop = asyncio.Event()
