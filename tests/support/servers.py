@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,39 @@ from typing import Any
 import httpx
 import uvicorn
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that stays ours until a server binds it.
+
+    Ports come from below the kernel's ephemeral range: a port the kernel handed out
+    by `bind(0)` is also what it hands to outgoing connections, so under the fault
+    tests' thousands of sockets a client could take it before the broker bound it
+    (CI saw "address already in use" starting a pod).
+    """
+    low, high = _ephemeral_range()
+    candidates = (10000, low) if low > 11000 else (high + 1, 65535)
+    for _ in range(200):
+        port = random.randrange(*candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 @contextlib.asynccontextmanager
