@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from tunnel_broker.backend.base import Backend, Page, TunnelRecord
 from tunnel_broker.backend.memory import MemoryBackend
 from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.backend import RedisBackend
-from tunnel_broker.errors import TooManyGroups, TooManyTunnels
+from tunnel_broker.errors import BackendUnavailable, TooManyGroups, TooManyTunnels
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
@@ -494,6 +495,41 @@ async def test_push_to_all_reaches_every_tunnel_of_the_app_once(cluster: Cluster
     assert await b.backend.push(APP.id, Target("all"), "again") == []
 
     await only_reached(cluster, reached, missed, ("everyone", "again"))
+
+
+async def test_a_push_a_deaf_pod_missed_is_refused_after_an_outage_only(
+    cluster: Cluster,
+) -> None:
+    """Pub/sub keeps nothing for a pod not subscribed (reconnecting after Redis restarted):
+    in the lease after an outage the caller hears 503, not that the push was done."""
+    cluster.require_multi_pod()
+    a, b = await cluster.pods()
+    on_a, on_b = await a.connect("t1", "u1"), await b.connect("t2", "u1")
+    assert isinstance(a.backend, RedisBackend) and isinstance(b.backend, RedisBackend)
+    await a.backend.leases.reap_expired()  # a's last look at the leases: a and b
+    assert a.backend.leases.peers == {"a", "b"}
+    (listening,) = [t for t in b.backend._tasks if t.get_name() == "redis-subscriber"]
+    listening.cancel()
+
+    async def deaf() -> bool:
+        return not await cluster._subscribed("b")
+
+    assert await check_for(WAIT_SECONDS, deaf, what="pod b to unsubscribe")
+
+    a.backend.health.healthy_since = time.monotonic()  # Redis reachable again just now
+    with pytest.raises(BackendUnavailable, match="reached 1 of 2 pods"):
+        await a.backend.push(APP.id, Target("users", ("u1",)), "to u1")
+    with pytest.raises(BackendUnavailable, match="pod b is reconnecting"):
+        await a.backend.push(APP.id, Target.tunnel("t2"), "to t2")
+    with pytest.raises(BackendUnavailable, match="reached 1 of 2 pods"):
+        await a.backend.close(APP.id, Target("all"), 1000, "bye")
+    assert on_a.socket.payloads() == ["to u1"]  # this pod's share is pushed all the same
+
+    # A lease later a pod still not listening is a dead one: its tunnels are gone with it.
+    a.backend.health.healthy_since -= LEASE_SECONDS
+    assert await a.backend.push(APP.id, Target.tunnel("t2"), "to t2") == ["t2"]
+    assert await a.backend.push(APP.id, Target("users", ("u1",)), "again") == []
+    assert on_b.socket.payloads() == []
 
 
 # ---- groups ---------------------------------------------------------------------------------

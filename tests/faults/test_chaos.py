@@ -44,6 +44,7 @@ def assert_promises_kept(result: ChaosResult, load: Load) -> None:
     assert v.pushes_sent > 0, "the pusher pushed nothing"
     assert result.settled, report(result)
     assert v.lost_otherwise == 0, report(result)
+    assert v.pushes_lost_otherwise == 0, report(result)
     assert v.out_of_order == 0, report(result)
     assert v.outside_lifecycle == 0, report(result)
     assert v.unpaired == [], report(result)

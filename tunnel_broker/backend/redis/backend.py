@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -206,8 +207,29 @@ class RedisBackend(Backend):
 
     # ---- pub/sub ------------------------------------------------------------------------
 
-    async def _publish(self, channel: str, message: ControlMessage) -> None:
-        await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
+    async def _publish(self, channel: str, message: ControlMessage) -> int:
+        """Publish; how many subscribers received it."""
+        return await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
+
+    def _recovering(self) -> bool:
+        """Within a lease of Redis becoming reachable again (or of this pod's start)."""
+        return time.monotonic() - self.health.healthy_since < self.lease_seconds
+
+    def _check_all_reached(self, receivers: int) -> None:
+        """``BackendUnavailable`` if a pod may have missed what was published to all.
+
+        Pub/sub keeps nothing for a subscriber that is not there. In the lease after an
+        outage (Redis restarted, say) the other pods may not have subscribed again yet:
+        a push then reaches only some of them, and the caller must not be told it was
+        done. Outside that time a missing subscriber is a pod that died or stopped (its
+        tunnels are gone with it), reaped within its lease.
+        """
+        expected = self.leases.peers | {self.node_id}
+        if receivers < len(expected) and self._recovering():
+            raise BackendUnavailable(
+                f"reached {receivers} of {len(expected)} pods: "
+                "the others are reconnecting to redis; some tunnels may have it"
+            )
 
     async def _apply(self, message: ControlMessage) -> None:
         """Carry out another pod's message on this pod's tunnels, through the hub."""
@@ -293,9 +315,10 @@ class RedisBackend(Backend):
     async def push(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
         hub = self.hub
         if target.kind != "tunnels":
-            await self._publish(keys.BROADCAST, Push(app_id, target, payload))
+            receivers = await self._publish(keys.BROADCAST, Push(app_id, target, payload))
             # Published first, so the other pods work while this one pushes its share.
             await hub.push_sliced(app_id, target, payload)
+            self._check_all_reached(receivers)
             return []
         if all(hub.open_tunnel(app_id, t) is not None for t in target.ids):
             # All here and open (a reply to a client of this pod, say): no lookup needed.
@@ -310,9 +333,11 @@ class RedisBackend(Backend):
             some = Target("tunnels", tuple(tunnel_ids))
             if node == self.node_id:
                 pushed |= await hub.push_sliced(app_id, some, payload)
-            else:
-                await self._publish(keys.node_channel(node), Push(app_id, some, payload))
+            elif await self._publish(keys.node_channel(node), Push(app_id, some, payload)):
                 pushed.update(tunnel_ids)
+            elif self._recovering():
+                raise BackendUnavailable(f"pod {node} is reconnecting to redis")
+            # else: nobody listens for that pod (it died): its tunnels are not connected
         return [t for t in dict.fromkeys(target.ids) if t not in pushed]
 
     async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
@@ -329,7 +354,7 @@ class RedisBackend(Backend):
         if target.kind in ("users", "groups"):
             count = await self.health.call(self.registry.count(app_id, target.kind, target.ids))
         self.hub.close(app_id, target, code, reason)
-        await self._publish(keys.BROADCAST, message)
+        self._check_all_reached(await self._publish(keys.BROADCAST, message))
         return count
 
     async def _change_membership(

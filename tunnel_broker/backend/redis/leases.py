@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.registry import TunnelRegistry, texts
+from tunnel_broker.backend.redis.registry import TunnelRegistry
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -51,6 +51,10 @@ class NodeLeases:
         # Set once adoption exists: a reaped pod's journals are taken before its tunnels
         # are reported closed, so each ``tunnel.closed`` follows its tunnel's events.
         self.adopt: Adopt | None = None
+        # The pods with a live lease at the last look while Redis was steady (this one
+        # included once renewed). Right after an outage, the pods expected to hear what
+        # is published to all: Redis restarted empty knows none of them yet.
+        self.peers: frozenset[str] = frozenset()
 
     async def renew(self) -> bool:
         """Renew this pod's lease; True if it had none (first renewal, or another pod
@@ -89,8 +93,12 @@ class NodeLeases:
         return bool(await self.redis.delete(keys.node_reaped(self.node_id)))
 
     async def reap_expired(self) -> None:
-        dead = texts(await self.redis.zrangebyscore(keys.NODES, "-inf", time.time()))
-        for node_id in dead:
+        """Reap the pods whose lease expired; remember the others (``peers``)."""
+        leases = await self.redis.zrange(keys.NODES, 0, -1, withscores=True)
+        now = time.time()
+        nodes = [(str(node), float(score)) for node, score in cast(Any, leases)]
+        self.peers = frozenset(node for node, score in nodes if score >= now)
+        for node_id in (node for node, score in nodes if score < now):
             if node_id == self.node_id:
                 continue
             lock = keys.REAP_LOCK + node_id

@@ -44,7 +44,7 @@ from tunnel_broker.webhooks.delivery import AppEventQueue, EventDelivery
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
-Publish = Callable[[str, ControlMessage], Awaitable[None]]
+Publish = Callable[[str, ControlMessage], Awaitable[object]]
 Key = tuple[str, str]  # (app_id, tunnel_id)
 
 
