@@ -14,7 +14,9 @@ pause (so that imports, pools and lazily built caches exist); the final reading 
 load, every tunnel closed and the same pause. For each pod: RSS, open file descriptors and
 asyncio tasks (``tb_asyncio_tasks``); for Redis: the number of keys. Each must end within
 5% of its baseline (counts: or within two, see ``SMALL_COUNT_SLACK``). Exit status 1 if
-one does not.
+one does not. The pause (40 s) outlasts the Redis pool's trimming (idle connections close
+within 30 s, ``backend/redis/connection.py``); the open fds are also printed by what
+they are connected to.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -41,8 +44,8 @@ from tests.support.cluster import Cluster, cluster_of
 from tests.support.redis_server import RedisServer
 
 TOLERANCE = 0.05
-# Counts this small move by a unit or two as pools (Redis connections, keep-alive
-# connections to the receiver) reach their peak: bounded, not a leak.
+# Counts this small move by a unit or two as pools (the idle Redis connections a pod
+# keeps, keep-alive connections to the receiver) settle: bounded, not a leak.
 SMALL_COUNT_SLACK = 2
 LIMITS = {"messages_per_second": 100, "message_burst": 200, "max_tunnels_per_user": 50}
 
@@ -53,6 +56,7 @@ class Reading:
     fds: dict[int, int]
     tasks: dict[int, int]
     redis_keys: int
+    fd_kinds: dict[int, Counter[str]]
 
     def rows(self) -> dict[str, int]:
         rows = {"redis keys": self.redis_keys}
@@ -173,8 +177,42 @@ class Load:
         )
 
 
+def _socket_peers() -> dict[str, tuple[int, int]]:
+    """Socket inode -> (local port, remote port), for every TCP socket on the host."""
+    peers = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                peers[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16))
+    return peers
+
+
+def fd_kinds(pid: int, cluster: Cluster) -> Counter[str]:
+    """What a pod's open file descriptors are: which peer each socket talks to."""
+    names = {cluster.redis.port: "redis", cluster.receiver.port: "business server"}
+    pod_ports = {pod.port for pod in cluster.pods}
+    peers = _socket_peers()
+    kinds: Counter[str] = Counter()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if not target.startswith("socket:["):
+                kinds["file, pipe or event fd"] += 1
+                continue
+            local, remote = peers.get(target[8:-1], (0, 0))
+            if remote == 0:
+                kinds["listening or not TCP"] += 1
+            elif local in pod_ports:
+                kinds["client"] += 1
+            else:
+                kinds[names.get(remote, "pod" if remote in pod_ports else "other")] += 1
+    return kinds
+
+
 async def read(cluster: Cluster, redis: aioredis.Redis) -> Reading:
-    rss, fds, tasks = {}, {}, {}
+    rss, fds, tasks, kinds = {}, {}, {}, {}
     async with httpx.AsyncClient() as http:
         for i, pod in enumerate(cluster.pods):
             assert pod.proc is not None
@@ -184,10 +222,11 @@ async def read(cluster: Cluster, redis: aioredis.Redis) -> Reading:
                 next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]
             )
             fds[i] = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+            kinds[i] = fd_kinds(pid, cluster)
             metrics = (await http.get(pod.url + "/metrics")).text
             line = next(ln for ln in metrics.splitlines() if ln.startswith("tb_asyncio_tasks "))
             tasks[i] = int(float(line.split()[1]))
-    return Reading(rss, fds, tasks, int(await redis.dbsize()))
+    return Reading(rss, fds, tasks, int(await redis.dbsize()), kinds)
 
 
 async def soak(args: argparse.Namespace) -> int:
@@ -233,6 +272,12 @@ async def soak(args: argparse.Namespace) -> int:
         ok = now <= before * (1 + TOLERANCE) or now - before <= slack
         failed |= not ok
         print(f"| {name} | {before:,} | {now:,} | {change:+.1%} | {'yes' if ok else '**no**'} |")
+    print()
+    print("Open fds by what they are, baseline -> after:")
+    for pod in sorted(after.fd_kinds):
+        was, kinds = baseline.fd_kinds[pod], after.fd_kinds[pod]
+        changes = [f"{k} {was[k]} -> {kinds[k]}" for k in sorted(set(was) | set(kinds))]
+        print(f"- pod {pod}: " + ", ".join(changes))
     return 1 if failed else 0
 
 
@@ -240,7 +285,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--minutes", type=float, default=8.0, help="length of the measured load")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds of load before the baseline")
-    p.add_argument("--settle", type=float, default=20.0, help="idle seconds before each reading")
+    p.add_argument("--settle", type=float, default=40.0, help="idle seconds before each reading")
     p.add_argument("--tunnels", type=int, default=150, help="steady tunnels")
     p.add_argument("--rate", type=float, default=1.0, help="messages per second per steady tunnel")
     p.add_argument("--churners", type=int, default=10, help="tasks opening and closing tunnels")

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import check_for
@@ -530,6 +531,43 @@ async def test_a_push_a_deaf_pod_missed_is_refused_after_an_outage_only(
     assert await a.backend.push(APP.id, Target.tunnel("t2"), "to t2") == ["t2"]
     assert await a.backend.push(APP.id, Target("users", ("u1",)), "again") == []
     assert on_b.socket.payloads() == []
+
+
+async def test_a_takeover_registered_but_refused_leaves_nothing_to_wait_on(
+    cluster: Cluster,
+) -> None:
+    """Redis answers a takeover's write after another call took it for unreachable (it
+    stalled): the socket is refused, and must not stay behind on its pod, or the next
+    takeover of the tunnel waits on that pod for good (chaos run, Redis frozen while
+    every client reconnects)."""
+    cluster.require_multi_pod()
+    a, b = await cluster.pods()
+    await a.connect("t1", "u1")
+    assert isinstance(b.backend, RedisBackend)
+    registry = b.backend.registry
+    write = registry.write
+
+    async def answered_late(*args: Any, **kwargs: Any) -> Any:
+        written = await write(*args, **kwargs)
+        b.backend.health.mark_unhealthy(RedisTimeoutError("another call timed out"))
+        return written
+
+    registry.write = answered_late  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailable):
+        await b.backend.attach(new_client("t1", "u1").tunnel)
+    assert b.hub.get(APP.id, "t1") is None
+    registry.write = write  # type: ignore[method-assign]
+    b.backend.health.mark_healthy()
+
+    # The client tries again on a: a takes the tunnel over from b's record, and b, which
+    # owes nothing of it, settles at once.
+    assert await a.backend.attach(new_client("t1", "u1").tunnel) is True
+
+    async def b_settled() -> bool:
+        (owed,) = await b.backend.registry.owed([(APP.id, "t1")])
+        return "b" not in owed
+
+    assert await check_for(WAIT_SECONDS, b_settled, what="b to leave the owed set")
 
 
 # ---- groups ---------------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class Backend(ABC):
     """Registry of open tunnels and router of pushes and closes to them."""
 
     name: str
-    lease: Lease = Lease()
+    lease: Lease  # each backend its own: a lease is extended by one pod's renewals
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to shared state; called once before serving."""

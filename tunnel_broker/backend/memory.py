@@ -9,7 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from tunnel_broker.backend.base import Backend, Page, TooManyGroups, TooManyTunnels, TunnelRecord
+from tunnel_broker.backend.base import (
+    Backend,
+    Lease,
+    Page,
+    TooManyGroups,
+    TooManyTunnels,
+    TunnelRecord,
+)
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -37,6 +44,7 @@ class MemoryBackend(Backend):
         self.node_id = node_id
         self.handover = handover
         self.delivery: EventDelivery | None = None
+        self.lease = Lease()  # never extended: one process relays for as long as it runs
 
     def use_delivery(self, delivery: EventDelivery) -> None:
         self.delivery = delivery

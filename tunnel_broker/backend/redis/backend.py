@@ -276,15 +276,23 @@ class RedisBackend(Backend):
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
         for group in set(written.groups) - tunnel.groups:
             self.hub.join(tunnel, group)
-        if written.previous_node and written.previous_node != self.node_id:
-            # Taken over from another pod: that pod closes its socket with 4409.
-            tunnel.approve()
+        if not written.previous_node or written.previous_node == self.node_id:
+            return took_over_here
+        # Taken over from another pod: that pod closes its socket with 4409.
+        tunnel.approve()
+        try:
             await self._publish(
                 keys.node_channel(written.previous_node),
                 Replace(app_id, tunnel.tunnel_id, written.previous_conn),
             )
-            return True
-        return took_over_here
+        except BackendUnavailable:
+            # Registered, yet refused: Redis answered the write after another call took
+            # it for unreachable. Let the socket go as one that relayed nothing, or the
+            # next pod to take the tunnel over waits on it forever (docs/reliability.md).
+            tunnel.replaced = True
+            await self.detach(tunnel)
+            raise
+        return True
 
     async def detach(self, tunnel: Tunnel) -> None:
         self.hub.detach(tunnel)

@@ -1,6 +1,7 @@
 """A pod's upkeep in the cluster: its lease, renewed every eighth of it; what it does when
 Redis answers again after an outage (or it finds its lease gone after a pause); reaping
-pods whose lease expired; adopting the journals of pods that stopped.
+pods whose lease expired; adopting the journals of pods that stopped; closing the Redis
+connections a burst opened once they sit idle.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from tunnel_broker.backend.redis.connection import TrimmedPool
+
 if TYPE_CHECKING:
     from tunnel_broker.backend.redis.backend import RedisBackend
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
+
+TRIM_SECONDS = 15.0  # a connection no call needed for this long (at most twice it) closes
 
 
 class Upkeep:
@@ -45,8 +50,12 @@ class Upkeep:
         backend = self.backend
         interval = backend.lease_seconds / 8
         health = backend.health
+        next_trim = time.monotonic() + TRIM_SECONDS
         while True:
             await asyncio.sleep(interval)
+            if time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + TRIM_SECONDS
+                await self._trim()
             try:
                 recovering = not health.healthy
                 renewed_at = time.monotonic()
@@ -71,6 +80,13 @@ class Upkeep:
                 health.mark_unhealthy(exc)
             except Exception:
                 logger.exception("lease loop failed; retrying")
+
+    async def _trim(self) -> None:
+        pool = self.backend.redis.connection_pool
+        if isinstance(pool, TrimmedPool):
+            closed = await pool.trim()
+            if closed:
+                logger.debug("closed %d idle redis connections", closed)
 
     def _extend_lease(self, renewed_at: float) -> None:
         # Others take the lease for expired at three quarters of it (``leases.py``); an
