@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -52,10 +51,12 @@ from tunnel_broker.backend.redis.messages import (
     encode,
 )
 from tunnel_broker.backend.redis.order import EventOrder
+from tunnel_broker.backend.redis.reach import PublishReach
 from tunnel_broker.backend.redis.registry import TunnelRegistry
 from tunnel_broker.backend.redis.rejoin import Rejoin
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
 from tunnel_broker.backend.redis.subscription import Subscription
+from tunnel_broker.backend.redis.unrecorded import UnrecordedCloses
 from tunnel_broker.backend.redis.upkeep import Upkeep
 from tunnel_broker.backend.sessions import SessionStore
 from tunnel_broker.errors import BackendUnavailable
@@ -115,6 +116,8 @@ class RedisBackend(Backend):
         )
         self.adoption = Adoption(self.journal, self.leases, self.order)
         self.leases.adopt = self.adoption.adopt
+        self.reach = PublishReach(self.health, self.leases)
+        self.unrecorded = UnrecordedCloses(self.registry, self.order, node_id)
         self.rejoin = Rejoin(self.registry, self.order, node_id, self._new_conn)
         self.upkeep = Upkeep(self)
         # Each socket's connection id: a takeover or reaping only removes the record of
@@ -159,6 +162,8 @@ class RedisBackend(Backend):
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.health.healthy:
+            await self.unrecorded.record_all()
         await self.order.stop()
         await self.journal.stop()
         with contextlib.suppress(RedisError):
@@ -211,26 +216,6 @@ class RedisBackend(Backend):
         """Publish; how many subscribers received it."""
         return await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
 
-    def _recovering(self) -> bool:
-        """Within a lease of Redis becoming reachable again (or of this pod's start)."""
-        return time.monotonic() - self.health.healthy_since < self.lease_seconds
-
-    def _check_all_reached(self, receivers: int) -> None:
-        """``BackendUnavailable`` if a pod may have missed what was published to all.
-
-        Pub/sub keeps nothing for a subscriber that is not there. In the lease after an
-        outage (Redis restarted, say) the other pods may not have subscribed again yet:
-        a push then reaches only some of them, and the caller must not be told it was
-        done. Outside that time a missing subscriber is a pod that died or stopped (its
-        tunnels are gone with it), reaped within its lease.
-        """
-        expected = self.leases.peers | {self.node_id}
-        if receivers < len(expected) and self._recovering():
-            raise BackendUnavailable(
-                f"reached {receivers} of {len(expected)} pods: "
-                "the others are reconnecting to redis; some tunnels may have it"
-            )
-
     async def _apply(self, message: ControlMessage) -> None:
         """Carry out another pod's message on this pod's tunnels, through the hub."""
         hub = self.hub
@@ -242,6 +227,8 @@ class RedisBackend(Backend):
             old = hub.get(message.app_id, message.tunnel_id)
             if old is not None and self._conns.get(old) == message.conn:
                 old.close_replaced(CloseCode.REPLACED, "replaced")
+            elif self.unrecorded.names(message.app_id, message.tunnel_id, message.conn):
+                await self.unrecorded.record((message.app_id, message.tunnel_id))
             else:  # that socket is gone already: owe only what it left undelivered
                 self.order.let_go(message.app_id, message.tunnel_id, None)
         elif isinstance(message, Released):
@@ -299,7 +286,10 @@ class RedisBackend(Backend):
         conn = self._conns.pop(tunnel, None)
         app_id, tunnel_id = tunnel.app.id, tunnel.tunnel_id
         self.order.letting_go(app_id, tunnel_id)
-        if conn is not None and self.health.healthy:  # else repaired when Redis returns
+        if conn is not None and not self.health.healthy and not tunnel.replaced:
+            self.unrecorded.noted(tunnel, conn)  # recorded when Redis answers again
+            return
+        if conn is not None and self.health.healthy:
             owes = self.order.owes(app_id, tunnel.epoch, reports_closed=not tunnel.replaced)
             try:
                 removed = await self.registry.remove(
@@ -315,6 +305,9 @@ class RedisBackend(Backend):
                     await self.registry.unlist(self.node_id, app_id, tunnel_id)
             except RedisError as exc:
                 self.health.mark_unhealthy(exc)
+                if not tunnel.replaced:
+                    self.unrecorded.noted(tunnel, conn)
+                    return
         self.order.let_go(app_id, tunnel_id, tunnel.epoch)
 
     async def _owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
@@ -326,7 +319,7 @@ class RedisBackend(Backend):
             receivers = await self._publish(keys.BROADCAST, Push(app_id, target, payload))
             # Published first, so the other pods work while this one pushes its share.
             await hub.push_sliced(app_id, target, payload)
-            self._check_all_reached(receivers)
+            self.reach.check_all(receivers)
             return []
         if all(hub.open_tunnel(app_id, t) is not None for t in target.ids):
             # All here and open (a reply to a client of this pod, say): no lookup needed.
@@ -341,11 +334,12 @@ class RedisBackend(Backend):
             some = Target("tunnels", tuple(tunnel_ids))
             if node == self.node_id:
                 pushed |= await hub.push_sliced(app_id, some, payload)
-            elif await self._publish(keys.node_channel(node), Push(app_id, some, payload)):
-                pushed.update(tunnel_ids)
-            elif self._recovering():
-                raise BackendUnavailable(f"pod {node} is reconnecting to redis")
-            # else: nobody listens for that pod (it died): its tunnels are not connected
+            else:  # nobody listening for the pod: it died, its tunnels are not connected
+                receivers = await self._publish(
+                    keys.node_channel(node), Push(app_id, some, payload)
+                )
+                if self.reach.check_one(receivers, node):
+                    pushed.update(tunnel_ids)
         return [t for t in dict.fromkeys(target.ids) if t not in pushed]
 
     async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
@@ -362,7 +356,7 @@ class RedisBackend(Backend):
         if target.kind in ("users", "groups"):
             count = await self.health.call(self.registry.count(app_id, target.kind, target.ids))
         self.hub.close(app_id, target, code, reason)
-        self._check_all_reached(await self._publish(keys.BROADCAST, message))
+        self.reach.check_all(await self._publish(keys.BROADCAST, message))
         return count
 
     async def _change_membership(

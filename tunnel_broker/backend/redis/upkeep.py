@@ -100,9 +100,11 @@ class Upkeep:
         if await backend.leases.take_reaped_marker():
             # Others reported our tunnels closed while we were cut off, and delivered
             # what our journals held: our open sockets rejoin as new connections.
+            backend.unrecorded.forget()
             kept = await backend.adoption.adopted_from_here()
             await backend.rejoin.rejoin(backend.hub, kept)
             return
+        await backend.unrecorded.record_all()  # before reconcile drops what they name
         await backend.registry.reconcile([(t, backend.conn(t)) for t in backend.hub])
         if backend.order.delivery is not None:
             await backend.journal.rewrite(backend.order.delivery.queues())
