@@ -570,6 +570,27 @@ async def test_a_takeover_registered_but_refused_leaves_nothing_to_wait_on(
     assert await check_for(WAIT_SECONDS, b_settled, what="b to leave the owed set")
 
 
+async def test_a_takeover_keeps_the_life_its_tunnel_began_with(cluster: Cluster) -> None:
+    """A record's life names the socket whose ``tunnel.connected`` began the lifecycle,
+    through any takeovers; a pod that closed a socket without Redis hearing of it tells
+    by that whether the tunnel was taken over from it (``unrecorded.py``)."""
+    cluster.require_multi_pod()
+    a, b = await cluster.pods()
+
+    async def life() -> str:
+        return str(await cluster.redis().hget(keys.tunnel(APP.id, "t1"), "life"))
+
+    first = await a.connect("t1", "u1")
+    began = a.backend.conn(first.tunnel)
+    assert await life() == began
+    second = new_client("t1", "u1")
+    assert await b.backend.attach(second.tunnel) is True
+    assert await life() == began
+    await b.backend.detach(second.tunnel)  # closed: the next connect begins anew
+    again = await b.connect("t1", "u1")
+    assert await life() == b.backend.conn(again.tunnel) != began
+
+
 # ---- groups ---------------------------------------------------------------------------------
 
 

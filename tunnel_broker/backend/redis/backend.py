@@ -258,6 +258,7 @@ class RedisBackend(Backend):
         if written is None:
             self._conns.pop(tunnel, None)
             raise TooManyTunnels(tunnel.user_id)
+        self.unrecorded.began(tunnel, self.conn(tunnel), written.life)
         took_over_here = self.hub.attach(tunnel) is not None
         self.order.attached(app_id, tunnel.tunnel_id, tunnel.epoch, written.owed)
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
@@ -286,10 +287,14 @@ class RedisBackend(Backend):
         conn = self._conns.pop(tunnel, None)
         app_id, tunnel_id = tunnel.app.id, tunnel.tunnel_id
         self.order.letting_go(app_id, tunnel_id)
-        if conn is not None and not self.health.healthy and not tunnel.replaced:
-            self.unrecorded.noted(tunnel, conn)  # recorded when Redis answers again
+        if conn is None:
+            self.order.let_go(app_id, tunnel_id, tunnel.epoch)
             return
-        if conn is not None and self.health.healthy:
+        life = self.unrecorded.ended(tunnel, conn)
+        if not self.health.healthy and not tunnel.replaced:
+            self.unrecorded.noted(tunnel, conn, life)  # recorded when Redis answers again
+            return
+        if self.health.healthy:
             owes = self.order.owes(app_id, tunnel.epoch, reports_closed=not tunnel.replaced)
             try:
                 removed = await self.registry.remove(
@@ -306,7 +311,7 @@ class RedisBackend(Backend):
             except RedisError as exc:
                 self.health.mark_unhealthy(exc)
                 if not tunnel.replaced:
-                    self.unrecorded.noted(tunnel, conn)
+                    self.unrecorded.noted(tunnel, conn, life)
                     return
         self.order.let_go(app_id, tunnel_id, tunnel.epoch)
 

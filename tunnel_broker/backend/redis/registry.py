@@ -50,6 +50,7 @@ class Written:
     previous_conn: str
     groups: list[str]  # the tunnel's groups, old and new
     owed: list[str]  # pods that may hold undelivered events of the tunnel
+    life: str  # the connection that began the tunnel's lifecycle (``scripts.ATTACH``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class Removed:
 
     removed: bool  # the record was the connection's, and is gone
     holder: str  # the pod holding the tunnel now, or ""
+    life: str = ""  # the life of the holder's record
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +110,13 @@ class TunnelRegistry:
         await self.redis.sadd(
             keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
         )
-        old_node, old_conn, merged, owed = result
+        old_node, old_conn, merged, owed, life = result
         return Written(
-            str(old_node), str(old_conn), list(json.loads(merged)), texts(json.loads(owed))
+            str(old_node),
+            str(old_conn),
+            list(json.loads(merged)),
+            texts(json.loads(owed)),
+            str(life),
         )
 
     async def remove(
@@ -124,7 +130,7 @@ class TunnelRegistry:
     ) -> Removed:
         """Remove a tunnel's record and index entries if connection ``conn`` still owns it;
         put pod ``owes`` on the tunnel's owed set and take pod ``settled`` off it."""
-        removed, holder = await self._detach(
+        removed, holder, life = await self._detach(
             keys=[
                 keys.tunnel(app_id, tunnel_id),
                 keys.user_index(app_id, user_id),
@@ -132,7 +138,7 @@ class TunnelRegistry:
             ],
             args=[conn, tunnel_id, keys.group_prefix(app_id), owes, settled],
         )
-        return Removed(bool(removed), str(holder))
+        return Removed(bool(removed), str(holder), str(life))
 
     async def owed(self, tunnels: list[tuple[str, str]]) -> list[list[str]]:
         """The owed set of each ``(app_id, tunnel_id)``, in one round trip."""

@@ -9,12 +9,16 @@ from __future__ import annotations
 # KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
 # ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
 #       group key prefix, max tunnels per user (0: no check)
-# A takeover from another pod puts that pod on the owed set. Returns {previous node or
-# "", previous conn or "", merged groups json, owed pods json}, or {"!"} when a new
-# tunnel would exceed the user's limit.
+# A takeover from another pod puts that pod on the owed set. The record's *life* is the
+# connection whose ``tunnel.connected`` began the tunnel's current lifecycle: a takeover
+# keeps it (``unrecorded.py``). Returns {previous node or "", previous conn or "", merged
+# groups json, owed pods json, life}, or {"!"} when a new tunnel would exceed the user's
+# limit.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
+local life = ARGV[2]
+if old_node ~= '' then life = redis.call('HGET', KEYS[1], 'life') or old_conn end
 local limit = tonumber(ARGV[10])
 if old_node == '' and limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
   return {'!'}
@@ -33,21 +37,23 @@ end
 local merged = '[]'
 if #groups > 0 then merged = cjson.encode(groups) end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'user', ARGV[3],
-  'identity', ARGV[4], 'meta', ARGV[5], 'groups', merged, 'connected_at', ARGV[7])
+  'identity', ARGV[4], 'meta', ARGV[5], 'groups', merged, 'connected_at', ARGV[7],
+  'life', life)
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
 if old_node ~= '' and old_node ~= ARGV[1] then redis.call('SADD', KEYS[3], old_node) end
 local owed = redis.call('SMEMBERS', KEYS[3])
 local owed_json = '[]'
 if #owed > 0 then owed_json = cjson.encode(owed) end
-return {old_node, old_conn, merged, owed_json}
+return {old_node, old_conn, merged, owed_json, life}
 """
 
 # KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
 # ARGV: conn, tunnel_id, group key prefix, pod to put on the owed set (or ""), pod to
 #       take off it (or "")
 # Removes the record only if it still belongs to connection ``conn``, and updates the
-# owed set either way. Returns {1 if removed else 0, the pod now holding the tunnel or ""}.
+# owed set either way. Returns {1 if removed else 0, the pod now holding the tunnel or "",
+# the life of its record or ""}.
 DETACH = """
 local removed = 0
 if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
@@ -61,7 +67,8 @@ if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
 end
 if ARGV[5] ~= '' then redis.call('SREM', KEYS[3], ARGV[5]) end
 if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end
-return {removed, redis.call('HGET', KEYS[1], 'node') or ''}
+return {removed, redis.call('HGET', KEYS[1], 'node') or '',
+  redis.call('HGET', KEYS[1], 'life') or ''}
 """
 
 # KEYS[1] tunnel record, KEYS[2] owed set; ARGV: pods to take off the owed set

@@ -35,12 +35,24 @@ class UnrecordedCloses:
         self.registry = registry
         self.order = order
         self.node_id = node_id
-        self._closes: dict[Key, tuple[str, Tunnel]] = {}  # the ended socket's conn and tunnel
+        # The ended socket's conn, the life of its record, and the tunnel.
+        self._closes: dict[Key, tuple[str, str, Tunnel]] = {}
+        # The lives of open sockets that took their tunnel over (any other's is its conn).
+        self._lives: dict[Tunnel, str] = {}
 
-    def noted(self, tunnel: Tunnel, conn: str) -> None:
+    def began(self, tunnel: Tunnel, conn: str, life: str) -> None:
+        """A socket's record was written: ``life`` is the conn its lifecycle began with."""
+        if life != conn:
+            self._lives[tunnel] = life
+
+    def ended(self, tunnel: Tunnel, conn: str) -> str:
+        """A socket let go: its life."""
+        return self._lives.pop(tunnel, conn)
+
+    def noted(self, tunnel: Tunnel, conn: str, life: str) -> None:
         """A socket reported closed whose record Redis could not be told to remove."""
         key = (tunnel.app.id, tunnel.tunnel_id)
-        self._closes[key] = (conn, tunnel)
+        self._closes[key] = (conn, life, tunnel)
         self.order.letting_go(*key)
 
     def names(self, app_id: str, tunnel_id: str, conn: str) -> bool:
@@ -54,7 +66,7 @@ class UnrecordedCloses:
         close = self._closes.pop(key, None)
         if close is None:
             return
-        conn, tunnel = close
+        conn, life, tunnel = close
         app_id, tunnel_id = key
         try:
             removed = await self.registry.remove(
@@ -65,8 +77,11 @@ class UnrecordedCloses:
         except RedisError:
             self._closes.setdefault(key, close)
             return
+        # Taken over from the ended socket (or from a socket that took it over in turn)
+        # rather than removed late and connected again afresh: the same lifecycle.
+        taken_over = not removed.removed and removed.life == life
         queue = self.order.delivery and self.order.delivery.queue_of(app_id)
-        if not removed.removed and removed.holder not in ("", self.node_id) and queue:
+        if taken_over and removed.holder not in ("", self.node_id) and queue:
             logger.info("tunnel %s: taken over after it closed here; connected again", tunnel_id)
             queue.emit(events.connected(tunnel.fragment, tunnel_id), None, tunnel.epoch)
         self.order.let_go(app_id, tunnel_id, tunnel.epoch)
