@@ -533,15 +533,9 @@ async def test_a_push_a_deaf_pod_missed_is_refused_after_an_outage_only(
     assert on_b.socket.payloads() == []
 
 
-async def test_a_takeover_registered_but_refused_leaves_nothing_to_wait_on(
-    cluster: Cluster,
-) -> None:
-    """Redis answers a takeover's write after another call took it for unreachable (it
-    stalled): the socket is refused, and must not stay behind on its pod, or the next
-    takeover of the tunnel waits on that pod for good (chaos run, Redis frozen while
-    every client reconnects)."""
-    cluster.require_multi_pod()
-    a, b = await cluster.pods()
+async def refuse_a_registered_takeover(a: Pod, b: Pod) -> None:
+    """Tunnel t1 open on a; b's takeover is written, but Redis answers it after another
+    call took Redis for unreachable (it stalled), so b refuses the socket."""
     await a.connect("t1", "u1")
     assert isinstance(b.backend, RedisBackend)
     registry = b.backend.registry
@@ -555,9 +549,20 @@ async def test_a_takeover_registered_but_refused_leaves_nothing_to_wait_on(
     registry.write = answered_late  # type: ignore[method-assign]
     with pytest.raises(BackendUnavailable):
         await b.backend.attach(new_client("t1", "u1").tunnel)
-    assert b.hub.get(APP.id, "t1") is None
     registry.write = write  # type: ignore[method-assign]
     b.backend.health.mark_healthy()
+
+
+async def test_a_takeover_registered_but_refused_leaves_nothing_to_wait_on(
+    cluster: Cluster,
+) -> None:
+    """The refused socket must not stay behind on its pod, or the next takeover of the
+    tunnel waits on that pod for good (chaos run, Redis frozen while every client
+    reconnects)."""
+    cluster.require_multi_pod()
+    a, b = await cluster.pods()
+    await refuse_a_registered_takeover(a, b)
+    assert b.hub.get(APP.id, "t1") is None
 
     # The client tries again on a: a takes the tunnel over from b's record, and b, which
     # owes nothing of it, settles at once.
@@ -568,6 +573,21 @@ async def test_a_takeover_registered_but_refused_leaves_nothing_to_wait_on(
         return "b" not in owed
 
     assert await check_for(WAIT_SECONDS, b_settled, what="b to leave the owed set")
+
+
+async def test_a_new_socket_where_a_takeover_was_refused_begins_a_new_life(
+    cluster: Cluster,
+) -> None:
+    """The refused socket's record still names its pod: a new socket there is a new
+    connection (reported connected), not the continuation of the first pod's, so a pod
+    that closed that one unrecorded must not report it connected again."""
+    cluster.require_multi_pod()
+    a, b = await cluster.pods()
+    await refuse_a_registered_takeover(a, b)
+    retried = new_client("t1", "u1")
+    assert await b.backend.attach(retried.tunnel) is False
+    life = await cluster.redis().hget(keys.tunnel(APP.id, "t1"), "life")
+    assert life == b.backend.conn(retried.tunnel)
 
 
 async def test_a_takeover_keeps_the_life_its_tunnel_began_with(cluster: Cluster) -> None:

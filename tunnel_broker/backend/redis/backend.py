@@ -251,7 +251,9 @@ class RedisBackend(Backend):
         here = self.hub.get(app_id, tunnel.tunnel_id) is not None
         limit = 0 if here else tunnel.app.limits.max_tunnels_per_user
         try:
-            written = await self.health.call(self.registry.write(tunnel, self.conn(tunnel), limit))
+            written = await self.health.call(
+                self.registry.write(tunnel, self.conn(tunnel), limit, here)
+            )
         except BackendUnavailable:
             self._conns.pop(tunnel, None)
             raise

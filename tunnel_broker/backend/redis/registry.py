@@ -82,9 +82,12 @@ class TunnelRegistry:
         self._membership = client.register_script(MEMBERSHIP)
         self._settle = client.register_script(SETTLE)
 
-    async def write(self, tunnel: Tunnel, conn: str, limit: int = 0) -> Written | None:
+    async def write(
+        self, tunnel: Tunnel, conn: str, limit: int = 0, here: bool = True
+    ) -> Written | None:
         """Record ``tunnel`` as held by this pod's connection ``conn``; None when a new
-        tunnel would exceed the user's ``limit`` (0: no check)."""
+        tunnel would exceed the user's ``limit`` (0: no check). ``here``: the tunnel has
+        another socket open on this pod (or this is it), which ``conn`` continues."""
         app_id = tunnel.app.id
         result: list[Any] = await self._attach(
             keys=[
@@ -103,6 +106,7 @@ class TunnelRegistry:
                 tunnel.tunnel_id,
                 keys.group_prefix(app_id),
                 limit,
+                "1" if here else "0",
             ],
         )
         if result[0] == "!":

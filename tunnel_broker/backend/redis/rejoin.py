@@ -66,6 +66,6 @@ class Rejoin:
                 # ``tunnel.closed`` of its own, after the ``tunnel.connected`` above).
                 tunnel.close(CloseCode.REPLACED, "replaced")
             else:
-                await self.registry.write(tunnel, self.new_conn(tunnel))
+                await self.registry.write(tunnel, self.new_conn(tunnel), here=False)
             await self.order.released(*key)
         logger.warning("cut off longer than a lease: %d open tunnels rejoined", len(rejoining))

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 # KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
 # ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
-#       group key prefix, max tunnels per user (0: no check)
+#       group key prefix, max tunnels per user (0: no check), "1" if the tunnel has a
+#       socket open on this pod
 # A takeover from another pod puts that pod on the owed set. The record's *life* is the
 # connection whose ``tunnel.connected`` began the tunnel's current lifecycle: a takeover
-# keeps it (``unrecorded.py``). Returns {previous node or "", previous conn or "", merged
-# groups json, owed pods json, life}, or {"!"} when a new tunnel would exceed the user's
-# limit.
+# keeps it (``unrecorded.py``); a record of this pod without a socket here is of one that
+# ended (or was refused), so a new socket begins a new life. Returns {previous node or
+# "", previous conn or "", merged groups json, owed pods json, life}, or {"!"} when a new
+# tunnel would exceed the user's limit.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
 local life = ARGV[2]
-if old_node ~= '' then life = redis.call('HGET', KEYS[1], 'life') or old_conn end
+if old_node ~= '' and (old_node ~= ARGV[1] or ARGV[11] == '1') then
+  life = redis.call('HGET', KEYS[1], 'life') or old_conn
+end
 local limit = tonumber(ARGV[10])
 if old_node == '' and limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
   return {'!'}
