@@ -56,6 +56,7 @@ from tunnel_broker.backend.redis.registry import TunnelRegistry
 from tunnel_broker.backend.redis.rejoin import Rejoin
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
 from tunnel_broker.backend.redis.subscription import Subscription
+from tunnel_broker.backend.redis.takeovers import TakeoverNotices
 from tunnel_broker.backend.redis.unrecorded import UnrecordedCloses
 from tunnel_broker.backend.redis.upkeep import Upkeep
 from tunnel_broker.backend.sessions import SessionStore
@@ -117,6 +118,7 @@ class RedisBackend(Backend):
         self.adoption = Adoption(self.journal, self.leases, self.order)
         self.leases.adopt = self.adoption.adopt
         self.reach = PublishReach(self.health, self.leases)
+        self.takeovers = TakeoverNotices(self._publish, self.reach)
         self.unrecorded = UnrecordedCloses(self.registry, self.order, node_id)
         self.rejoin = Rejoin(self.registry, self.order, node_id, self._new_conn)
         self.upkeep = Upkeep(self)
@@ -270,18 +272,8 @@ class RedisBackend(Backend):
             return took_over_here
         # Taken over from another pod: that pod closes its socket with 4409.
         tunnel.approve()
-        try:
-            await self._publish(
-                keys.node_channel(written.previous_node),
-                Replace(app_id, tunnel.tunnel_id, written.previous_conn),
-            )
-        except BackendUnavailable:
-            # Registered, yet refused: Redis answered the write after another call took
-            # it for unreachable. Let the socket go as one that relayed nothing, or the
-            # next pod to take the tunnel over waits on it forever (docs/reliability.md).
-            tunnel.replaced = True
-            await self.detach(tunnel)
-            raise
+        replace = Replace(app_id, tunnel.tunnel_id, written.previous_conn)
+        await self.takeovers.announce(written.previous_node, replace)
         return True
 
     async def detach(self, tunnel: Tunnel) -> None:

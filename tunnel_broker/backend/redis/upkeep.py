@@ -71,6 +71,7 @@ class Upkeep:
                         await backend.on_repaired()
                     logger.info("redis reachable again; indexes repaired")
                 self._extend_lease(renewed_at)
+                await backend.takeovers.announce_waiting()
                 # Right after an outage every lease looks expired; give pods one lease
                 # to renew before reaping any.
                 if time.monotonic() - health.healthy_since >= backend.lease_seconds:
