@@ -29,9 +29,7 @@ BUSINESS_ONLY = {"business_down_60s", "business_slow", "business_500", "business
 # 300-tunnel run), and Redis stalling while every client reconnects (it needs 100 tunnels
 # to show; bounded shorter, since a stalled run waits out its deadlines).
 BURST = Load(tunnels=100, warmup=2.0, after_min=2.0, after_max=20.0, settle_timeout=30.0)
-# redis_frozen_while_connecting at BURST size still strands some tunnels (their events
-# never delivered): open, docs/reliability.md; run it with bench/chaos.py.
-BEYOND = [("pod_frozen", SHORT)]
+BEYOND = [("pod_frozen", SHORT), ("redis_frozen_while_connecting", BURST)]
 
 
 def report(result: ChaosResult) -> str:
