@@ -10,6 +10,7 @@ changes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ import pytest
 from tests.support.broker import app_config, new_secret
 from tests.support.cluster import cluster_of
 from tests.support.redis_server import RedisServer
-from tests.support.servers import BrokerProcess, free_port, write_apps_file
+from tests.support.servers import BrokerProcess, free_port, run_uvicorn, write_apps_file
 from tests.wafer.node import NodeProcess, install_sdks, tunnel_event
+from tunnel_broker.wechat.simulator import create_simulator_app
 
 KEY = "tunnel-signature-key-1"
 SERVER_HOST = "biz.example.test"
@@ -47,7 +49,7 @@ class Chat:
     """A qcloud business server on ``tunnel_service`` and its Wafer 1 clients, whose
     sockets reach the broker through ``socket_origins`` (a load balancer's choice)."""
 
-    def __init__(self, business_port: int, tunnel_service: str) -> None:
+    def __init__(self, business_port: int, tunnel_service: str, auth_server: str = "") -> None:
         self.server = NodeProcess(
             "qcloud",
             ["server-qcloud.js"],
@@ -56,12 +58,15 @@ class Chat:
                 "TUNNEL_SERVER_URL": tunnel_service,
                 "SERVER_HOST": SERVER_HOST,
                 "TUNNEL_SIGNATURE_KEY": KEY,
-                "CHECK_LOGIN": "0",
+                "AUTH_SERVER_URL": auth_server,
+                "CHECK_LOGIN": "1" if auth_server else "0",
             },
         )
-        self.service_url = f"http://127.0.0.1:{business_port}/tunnel"
+        self.business_url = f"http://127.0.0.1:{business_port}"
+        self.service_url = f"{self.business_url}/tunnel"
         self.socket_origins: dict[str, str] = {}
         self.pod_urls: list[str] = []
+        self.broker_url = ""
         self.clients: list[NodeProcess] = []
 
     async def client(self, name: str) -> NodeProcess:
@@ -105,6 +110,38 @@ async def one_broker(tmp_path: Path, sdks: None) -> AsyncIterator[Chat]:
     finally:
         await chat.stop()
         broker.stop()
+
+
+APPID, SECRET = "wx0123456789abcdef", "wafer-test-app-secret"
+
+
+@pytest.fixture
+async def logging_in(tmp_path: Path, sdks: None) -> AsyncIterator[tuple[Chat, Any]]:
+    """A broker that is also the qcloud server's auth server, its WeChat a simulator."""
+    simulator = create_simulator_app({APPID: SECRET})
+    async with run_uvicorn(simulator) as wechat_port:
+        business_port = free_port()
+        app = app_config("demo", "http://127.0.0.1:9/unused", new_secret())
+        app["wafer"] = wafer_settings(business_port)
+        app.update(
+            wechat_appid=APPID,
+            wechat_secret=SECRET,
+            wechat_api_base_url=f"http://127.0.0.1:{wechat_port}",
+        )
+        apps = write_apps_file(tmp_path / "apps.json", [app])
+        apps.chmod(0o600)
+        broker = BrokerProcess(
+            ["--apps-file", str(apps)], env={"TB_SECRET_KEY": "wafer-test-secret-0123456789"}
+        )
+        await broker.start()
+        chat = Chat(business_port, f"{broker.url}/wafer/demo", f"{broker.url}/wafer/demo/auth")
+        chat.broker_url = broker.url
+        try:
+            await chat.server.start()
+            yield chat, simulator.state.simulator
+        finally:
+            await chat.stop()
+            broker.stop()
 
 
 @pytest.fixture
@@ -198,3 +235,65 @@ async def chat_scenario(chat: Chat) -> None:
     assert chat.server.count(server_saw("close", tunnel_a)) == 1
     assert chat.server.count(server_saw("close", tunnel_b)) == 1
     assert again["tunnelId"].startswith("wtn_")
+
+
+def wx_user(login: Any) -> dict[str, Any]:
+    """What ``wx.getUserInfo`` answers after the simulated ``wx.login``."""
+    return {
+        "encryptedData": login.encrypted_data,
+        "iv": login.iv,
+        "rawData": login.raw_data,
+        "signature": login.signature,
+        "userInfo": json.loads(login.raw_data),
+    }
+
+
+async def test_a_qcloud_business_server_logs_users_in_through_the_broker(
+    logging_in: tuple[Chat, Any],
+) -> None:
+    """The auth-server interface: the business server's LoginService hands the client's
+    login to the broker (qcloud.cam.id_skey), and checks its session on every tunnel
+    request (qcloud.cam.auth), as it did with Tencent's auth server."""
+    chat, simulator = logging_in
+    client = await chat.client("alice")
+    minted = simulator.mint_login(APPID, user="alice", profile={"nickName": "阿丽丝"})
+    await client.ok(cmd="wx", code=minted.code, userInfo=wx_user(minted))
+    await client.ok(cmd="login", loginUrl=f"{chat.business_url}/login")
+    logged = await chat.server.wait(lambda o: o.get("event") == "login", what="login")
+    assert logged["ok"], logged
+    assert logged["userInfo"]["openId"] == minted.openid
+    assert logged["userInfo"]["nickName"] == "阿丽丝"
+    session = await client.ok(cmd="session")
+    assert session["id"] != session["skey"]
+
+    # The tunnel request is checked against the broker (CHECK_LOGIN), and the business
+    # server learns who the tunnel's user is.
+    tunnel_id = await chat.open(client, set())
+    requested = await chat.server.wait(lambda o: o.get("event") == "request", what="request")
+    assert requested["tunnelId"] == tunnel_id
+    assert requested["userInfo"]["openId"] == minted.openid
+
+    # A session the broker does not know (revoked, expired) makes the client log in again.
+    await client.ok(cmd="setSession", session={**session, "skey": "x" * 32})
+    again = simulator.mint_login(APPID, user="alice")
+    await client.ok(cmd="wx", code=again.code, userInfo=wx_user(again))
+    await client.ok(cmd="request", url=f"{chat.business_url}/user")
+    refused = await chat.server.wait(lambda o: o.get("event") == "check" and not o["ok"])
+    assert refused["error"]["type"] == "ERR_INVALID_SESSION", refused
+    assert chat.server.count(lambda o: o.get("event") == "login" and o["ok"]) == 2
+
+
+async def test_a_failed_login_reaches_a_wafer1_client_with_its_reason(
+    logging_in: tuple[Chat, Any],
+) -> None:
+    """wafer-client-sdk logging in on the broker's own login endpoint, with a code WeChat
+    refuses: the SDK reports the broker's reason, not that the server lacks the SDK."""
+    chat, simulator = logging_in
+    client = await chat.client("mallory")
+    minted = simulator.mint_login(APPID, user="mallory")
+    await client.ok(cmd="wx", code="not-a-code", userInfo=wx_user(minted))
+    answer = await client.command(cmd="login", loginUrl=f"{chat.broker_url}/v1/wechat/demo/login")
+    assert not answer["ok"]
+    error = answer["error"]
+    assert error["type"] == "ERR_LOGIN_MISSING_SESSION", error
+    assert "ERR_LOGIN_FAILED" in error["message"] and "wx.login" in error["message"], error

@@ -9,14 +9,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from tunnel_broker.http import api, login, ops, wafer_api
+from tunnel_broker.http import api, login, ops, wafer_api, wafer_auth
 from tunnel_broker.http.problems import EXCEPTION_HANDLERS
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels.connect import ConnectHandler, Receive, Scope, Send
 from tunnel_broker.tunnels.wafer_connect import WaferConnectHandler
 
 CONNECT_PATH = "/v1/connect"
-ROUTES = api.routes + login.routes + ops.routes + wafer_api.routes
+ROUTES = api.routes + login.routes + ops.routes + wafer_api.routes + wafer_auth.routes
 
 
 class BrokerApp:
