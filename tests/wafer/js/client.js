@@ -62,17 +62,9 @@ function flag(name) {
 const heartbeatMs = flag('--heartbeat-ms');
 const traceFrames = !args.includes('--no-frames');
 
-function out(obj) {
-    process.stdout.write(JSON.stringify(obj) + '\n');
-}
+const { out, safeJson, readLines, quietConsole } = require('./lib/common');
 
-// Keep stdout for JSON lines only.
-for (const k of ['log', 'info', 'warn', 'error', 'debug']) {
-    console[k] = (...a) => process.stderr.write(a.map(x => (typeof x === 'string' ? x : safeJson(x))).join(' ') + '\n');
-}
-function safeJson(x) {
-    try { return JSON.stringify(x); } catch (e) { return String(x); }
-}
+quietConsole();
 function errJson(e) {
     if (e === undefined || e === null) return { message: String(e) };
     if (typeof e !== 'object') return { message: String(e) };
@@ -251,20 +243,8 @@ function dispatch(line) {
     }
 }
 
-let buf = '';
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', chunk => {
-    buf += chunk;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        dispatch(line);
-    }
-});
-process.stdin.on('end', () => {
+readLines(dispatch, () => {
     // The controller closed our stdin: it is done or dead.
-    if (buf.trim()) dispatch(buf);
     wx.__shim.shutdown();
     setTimeout(() => process.exit(0), 50);
 });

@@ -1,6 +1,6 @@
 'use strict';
-// Shared plumbing of the business-server apps: JSON lines out, settings from env/argv,
-// JSON-line commands on stdin.
+// Shared plumbing of the Node programs: JSON lines out, settings from env/argv, JSON-line
+// commands on stdin.
 
 function safeJson(x) {
     try { return JSON.stringify(x); } catch (e) { return JSON.stringify(String(x)); }
@@ -34,9 +34,27 @@ function setting(name, opts) {
     return v;
 }
 
+// Calls onLine(line) for each line of stdin, then onEnd() when stdin ends.
+function readLines(onLine, onEnd) {
+    let buf = '';
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', chunk => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 1);
+            onLine(line);
+        }
+    });
+    process.stdin.on('end', () => {
+        if (buf.trim()) onLine(buf);
+        onEnd();
+    });
+}
+
 // handlers: {cmd: (command) => value | Promise<value>}; replies {"reply","id","ok","result"|"error"}.
 function stdinCommands(handlers) {
-    let buf = '';
     const dispatch = line => {
         line = line.trim();
         if (!line) return;
@@ -53,24 +71,13 @@ function stdinCommands(handlers) {
         if (!h) return reply(false, new Error(`unknown cmd ${c.cmd}`));
         Promise.resolve().then(() => h(c)).then(v => reply(true, v), e => reply(false, e));
     };
-    process.stdin.setEncoding('utf8');
-    process.stdin.on('data', chunk => {
-        buf += chunk;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, i);
-            buf = buf.slice(i + 1);
-            dispatch(line);
-        }
-    });
     // Exit when the controlling process closes our stdin pipe (it died or is done); stdin
     // from /dev/null or a terminal does not end the server.
     let isPipe = false;
     try { isPipe = require('fs').fstatSync(0).isFIFO(); } catch (e) { /* no stdin */ }
-    process.stdin.on('end', () => {
-        if (buf.trim()) dispatch(buf);
+    readLines(dispatch, () => {
         if (isPipe) setTimeout(() => process.exit(0), 50);
     });
 }
 
-module.exports = { out, safeJson, setting, stdinCommands, quietConsole };
+module.exports = { out, safeJson, setting, stdinCommands, readLines, quietConsole };
