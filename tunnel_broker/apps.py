@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tunnel_broker.errors import AppsFileError
 from tunnel_broker.validation import describe
+from tunnel_broker.wafer.settings import WaferSettings
 from tunnel_broker.webhooks.signing import InvalidSecret, decode_secret
 
 __all__ = ["App", "AppLimits", "AppRegistry", "AppsFileError", "load_apps_file", "parse_apps"]
@@ -92,6 +93,8 @@ class App(BaseModel):
     )
     # Whether a mini-program may open its own tunnel with its session (X-WX-Skey).
     allow_session_tunnels: bool = False
+    # Wafer mode (optional): the legacy Wafer SDKs' tunnel service for this app.
+    wafer: WaferSettings | None = None
 
     @model_validator(mode="after")
     def _wechat_pair(self) -> App:

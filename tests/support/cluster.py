@@ -55,13 +55,15 @@ async def cluster_of(
     args: tuple[str, ...] = (),
     on_events: Reply | None = echo_messages,
     redis_urls: Sequence[str | None] = (),
+    app: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
     """``pods`` broker processes on ``redis_server``, one app ``demo`` with ``limits``,
     its webhooks to a receiver serving in this process; ``args`` go to every pod.
     ``redis_urls[i]``, when given, is the way pod i reaches Redis instead of
-    ``redis_server.url`` (a proxy that can cut that one pod off)."""
+    ``redis_server.url`` (a proxy that can cut that one pod off). ``app``: more of the
+    app's settings (``wafer``, say)."""
     receiver = WebhookReceiver(secret=new_secret(), on_events=on_events)
-    config = app_config("demo", receiver.url, receiver.secret, **(limits or {}))
+    config = {**app_config("demo", receiver.url, receiver.secret, **(limits or {})), **(app or {})}
     apps = write_apps_file(tmp_path / "apps.json", [config])
     processes = [
         BrokerProcess(

@@ -9,19 +9,21 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from tunnel_broker.http import api, login, ops
+from tunnel_broker.http import api, login, ops, wafer_api, wafer_auth
 from tunnel_broker.http.problems import EXCEPTION_HANDLERS
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels.connect import ConnectHandler, Receive, Scope, Send
+from tunnel_broker.tunnels.wafer_connect import WaferConnectHandler
 
 CONNECT_PATH = "/v1/connect"
-ROUTES = api.routes + login.routes + ops.routes
+ROUTES = api.routes + login.routes + ops.routes + wafer_api.routes + wafer_auth.routes
 
 
 class BrokerApp:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.connect = ConnectHandler(node)
+        self.wafer_connect = WaferConnectHandler(node)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -42,6 +44,8 @@ class BrokerApp:
         if scope["type"] == "websocket":
             if scope["path"] == CONNECT_PATH:
                 await self.connect(scope, receive, send)
+            elif scope["path"] == wafer_api.WAFER_CONNECT_PATH:
+                await self.wafer_connect(scope, receive, send)
             else:
                 await receive()
                 await send({"type": "websocket.close", "code": 1008, "reason": "no such endpoint"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -57,13 +58,6 @@ WAFER1_MAGIC = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A"
 PROFILE_FIELDS = ("nickName", "avatarUrl", "gender", "city", "province", "country", "language")
 
 
-def _wechat_app(node: Node, app_id: str) -> App:
-    app = node.apps.get(app_id)
-    if app is None or app.wechat_appid is None or app.wechat_secret is None:
-        raise ApiError("wechat_not_configured", f"no WeChat login for app {app_id!r}")
-    return app
-
-
 def _login_inputs(headers: Any, body: Any) -> dict[str, str]:
     fields = {
         "code": ("x-wx-code", "code"),
@@ -103,12 +97,17 @@ def _map_wechat_error(app: App, exc: WeChatError) -> ApiError:
     return ApiError("wechat_error", "WeChat answered unexpectedly")
 
 
-async def login(request: Request) -> Response:
-    node = node_of(request)
-    app = _wechat_app(node, request.path_params["app_id"])
-    charge_login(request, node, app)
-    body = await read_json(request, node, optional=True) if request.method == "POST" else None
-    inputs = _login_inputs(request.headers, body)
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    skey: str
+    session: Session
+    userinfo: dict[str, Any]  # as the Wafer SDKs show it: openId, unionId?, profile
+    expires_at: str
+
+
+async def log_in(node: Node, app: App, inputs: dict[str, str]) -> LoggedIn:
+    """Exchange a ``wx.login`` code (and verify the user data sent with it) for a new
+    session of ``app``; ``ApiError`` if WeChat or the data say no."""
     assert app.wechat_appid is not None and app.wechat_secret is not None
     client = node.wechat_client(app.wechat_api_base_url)
     try:
@@ -149,13 +148,35 @@ async def login(request: Request) -> Response:
     )
     skey = await node.sessions.create(session, limits.max_sessions_per_openid)
     userinfo = {"openId": c2s.openid, **({"unionId": unionid} if unionid else {}), **shown}
-    expires = iso_time(session.ends_at(now + session.idle_seconds))
+    return LoggedIn(skey, session, userinfo, iso_time(session.ends_at(now + session.idle_seconds)))
+
+
+def wechat_app(node: Node, app_id: str) -> App:
+    app = node.apps.get(app_id)
+    if app is None or app.wechat_appid is None or app.wechat_secret is None:
+        raise ApiError("wechat_not_configured", f"no WeChat login for app {app_id!r}")
+    return app
+
+
+async def login(request: Request) -> Response:
+    node = node_of(request)
+    try:
+        app = wechat_app(node, request.path_params["app_id"])
+        charge_login(request, node, app)
+        body = await read_json(request, node, optional=True) if request.method == "POST" else None
+        done = await log_in(node, app, _login_inputs(request.headers, body))
+    except ApiError as exc:
+        # wafer-client-sdk (Wafer 1) reads a failure only in its own shape, and without it
+        # blames the server for not using the SDK: the problem carries that shape too.
+        wafer1 = {WAFER1_MAGIC: 1, "error": "ERR_LOGIN_FAILED", "message": exc.detail}
+        raise ApiError(exc.code, exc.detail, {**exc.extra, **wafer1}, exc.headers) from None
+    skey, userinfo = done.skey, done.userinfo
     return JSONResponse(
         {
             # Our own shape.
             "skey": skey,
-            "identity": identity,
-            "expires_at": expires,
+            "identity": done.session.identity,
+            "expires_at": done.expires_at,
             # What wafer2-client-sdk reads.
             "code": 0,
             "data": {"skey": skey, "userinfo": userinfo},

@@ -26,6 +26,7 @@ from tunnel_broker.errors import (
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.wafer.events import is_wafer_tunnel
 from tunnel_broker.webhooks import events
 
 logger = logging.getLogger("tunnel_broker.tunnels.connect")
@@ -76,8 +77,9 @@ class ConnectHandler:
             metrics.connects.labels("", "token_invalid").inc()
             return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
         app = apps.get(claims.app_id)
-        if app is None:  # removed since the check above
-            metrics.connects.labels("", "unknown_app").inc()
+        if app is None or not self._speaks_for(app, claims.tunnel_id):
+            # Removed since the check above, or a tunnel of the other protocol.
+            metrics.connects.labels("", "unknown_app" if app is None else "token_invalid").inc()
             return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
         refusal = await self._refusal(app)
         if refusal is not None:
@@ -110,6 +112,7 @@ class ConnectHandler:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
             return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
         await send({"type": "websocket.accept"})
+        self._opened(tunnel)
         tunnel.writer.release()
         if not took_over:
             node.events.emit(
@@ -130,6 +133,18 @@ class ConnectHandler:
                 closed = events.closed(fragment, tunnel.tunnel_id, code, reason)
                 node.events.emit(app, closed, epoch=tunnel.epoch)
                 metrics.closes.labels(app.id, metric_label(code)).inc()
+
+    def _speaks_for(self, app: App, tunnel_id: str) -> bool:
+        """Whether this endpoint's protocol is the tunnel's: Wafer tunnels connect to
+        their own (``wafer_connect.py``)."""
+        return not is_wafer_tunnel(tunnel_id)
+
+    def _opened(self, tunnel: Tunnel) -> None:
+        """The socket is open: what this protocol says first (nothing)."""
+
+    def _inbound(self, tunnel: Tunnel, frame: str | bytes) -> str | bytes | None:
+        """What a client's frame relays (None: nothing). Here: the frame itself."""
+        return frame
 
     async def _refusal(self, app: App) -> tuple[int, str] | None:
         """Why this node cannot take a tunnel of ``app`` now, if it cannot. (The per-user
@@ -161,6 +176,7 @@ class ConnectHandler:
         app_id = app.id
         fragment = tunnel.fragment
         tunnel_id = tunnel.tunnel_id
+        inbound = self._inbound
         await _holding(tunnel, tunnel.wait_approved())
         await _holding(tunnel, tunnel.wait_for_predecessor())
         while True:
@@ -192,9 +208,12 @@ class ConnectHandler:
                 tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
                 continue
             tunnel.last_activity = now
+            relayed = inbound(tunnel, payload)
+            if relayed is None:
+                continue
             messages_in[app_id] += 1
             # The epoch too: a socket registered again after its pod was reaped has a new one.
-            queue_of(app).emit(events.message(fragment, tunnel_id, payload), None, tunnel.epoch)
+            queue_of(app).emit(events.message(fragment, tunnel_id, relayed), None, tunnel.epoch)
 
 
 async def _holding(tunnel: Tunnel, wait: Awaitable[None]) -> None:

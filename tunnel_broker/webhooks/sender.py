@@ -20,6 +20,8 @@ from tunnel_broker.backoff import Backoff, parse_retry_after
 from tunnel_broker.errors import BodyTooLarge, WebhookHttpError
 from tunnel_broker.logs import LogThrottle
 from tunnel_broker.metrics import Metrics
+from tunnel_broker.wafer.events import is_wafer_tunnel
+from tunnel_broker.wafer.sender import WaferEventSender
 from tunnel_broker.webhooks.events import EncodedEvent, batch_body, new_id
 from tunnel_broker.webhooks.http_client import WebhookClient
 from tunnel_broker.webhooks.signing import WebhookSigner
@@ -55,6 +57,7 @@ class WebhookSender:
         self.http = WebhookClient(USER_AGENT)
         self._metric_children: dict[str, tuple[Any, Any, Any]] = {}
         self._signers: dict[str, tuple[tuple[str, ...], WebhookSigner]] = {}
+        self.wafer = WaferEventSender(apps.get, self.http, metrics, self.backoff)
 
     def _ok_metrics(self, app_id: str) -> tuple[Any, Any, Any]:
         """The labelled metrics of a successful request, looked up once per app:
@@ -78,7 +81,28 @@ class WebhookSender:
         return cached[1]
 
     async def send(self, app_id: str, events: list[EncodedEvent]) -> list[dict[str, Any]]:
-        """POST one batch until it is acknowledged; return the reply's actions."""
+        """POST one batch until it is acknowledged; return the reply's actions. The events
+        of an app's Wafer tunnels go their own way (``wafer/sender.py``)."""
+        app = self.apps.get(app_id)
+        if app is None or app.wafer is None:
+            return await self._send_native(app_id, events)
+        legacy = [event for event in events if is_wafer_tunnel(event.tunnel_id)]
+        if not legacy:
+            return await self._send_native(app_id, events)
+        native = [event for event in events if not is_wafer_tunnel(event.tunnel_id)]
+        if not native:
+            await self.wafer.send(app_id, legacy)
+            return []
+        legacy_sent = asyncio.ensure_future(self.wafer.send(app_id, legacy))
+        try:
+            actions = await self._send_native(app_id, native)
+        except BaseException:
+            legacy_sent.cancel()  # stopping: both parts stay undelivered, as a whole
+            raise
+        await legacy_sent
+        return actions
+
+    async def _send_native(self, app_id: str, events: list[EncodedEvent]) -> list[dict[str, Any]]:
         body = batch_body(events)
         msg_id = new_id("msg_")
         attempt = 0
