@@ -381,6 +381,11 @@ async def test_redis_sessions_expire_and_stay_within_their_app(redis_server: Red
         assert await store.resolve(skey) is not None
         assert await store.resolve(skey, now=now + 1001) is None  # absolute lifetime
         assert await store.resolve(skey) is None  # and it is gone for good
+        # Profiles for code-only logins: per app, kept for their time.
+        await store.keep_profile("a", "o", {"nickName": "阿丽丝"}, seconds=100)
+        assert await store.profile("a", "o") == {"nickName": "阿丽丝"}
+        assert await store.profile("another-app", "o") is None
+        assert 0 < await client.ttl("tb:{a}:profile:o") <= 100
     finally:
         await client.aclose()
 

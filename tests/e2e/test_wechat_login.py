@@ -80,9 +80,29 @@ async def test_json_body_login_with_raw_data_and_code_only_login(world: LoginWor
     signed = await world.login(code=login.code, rawData=login.raw_data, signature=login.signature)
     assert signed.status_code == 200, signed.text
     assert signed.json()["identity"]["nickName"] == "Bob"
+    # The code alone (wafer2's loginWithCode) answers the profile of the last full login,
+    # as wafer-node-sdk did from its database: tunnels opened with it keep the nickname.
     bare = await world.login({"X-WX-Code": world.mint(user="bob").code})
     assert bare.status_code == 200
-    assert bare.json()["identity"] == {"openid": login.openid, "unionid": login.unionid}
+    assert bare.json()["identity"] == signed.json()["identity"]
+    assert bare.json()["data"]["userinfo"]["nickName"] == "Bob"
+    # A user who never logged in in full has no profile to answer.
+    stranger = await world.login({"X-WX-Code": world.mint(user="carol").code})
+    assert set(stranger.json()["identity"]) == {"openid", "unionid"}
+
+
+async def test_raw_data_header_in_utf8_verifies(world: LoginWorld) -> None:
+    """wx.request sends header values as UTF-8: a Chinese nickname in X-WX-Raw-Data."""
+    login = world.mint(user="dai", profile={"nickName": "小戴", "city": "深圳"})
+    headers = {
+        "X-WX-Code": login.code.encode(),
+        "X-WX-Raw-Data": login.raw_data.encode("utf-8"),
+        "X-WX-Signature": login.signature.encode(),
+    }
+    response = await world.http.get("/v1/wechat/demo/login", headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["identity"]["nickName"] == "小戴"
+    assert response.json()["identity"]["city"] == "深圳"
 
 
 async def test_bad_and_reused_codes_are_401(world: LoginWorld) -> None:

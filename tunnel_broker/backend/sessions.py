@@ -78,11 +78,23 @@ class SessionStore(ABC):
     @abstractmethod
     async def revoke_user(self, app_id: str, openid: str) -> int: ...
 
+    # A user's profile (nickname, avatar...) as verified at their last full login, so that
+    # a login with the code alone (wafer2's ``loginWithCode``) answers it too, as
+    # wafer-node-sdk did from its MySQL table. Kept ``seconds`` after that login.
+    @abstractmethod
+    async def keep_profile(
+        self, app_id: str, openid: str, profile: dict[str, Any], seconds: float
+    ) -> None: ...
+
+    @abstractmethod
+    async def profile(self, app_id: str, openid: str) -> dict[str, Any] | None: ...
+
 
 class MemorySessionStore(SessionStore):
     def __init__(self) -> None:
         self._sessions: dict[str, tuple[Session, float]] = {}
         self._by_user: dict[tuple[str, str], list[str]] = {}
+        self._profiles: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
 
     def _purge(self, now: float) -> None:
         if len(self._sessions) % 64 == 0:  # amortised sweep of the long dead
@@ -136,3 +148,19 @@ class MemorySessionStore(SessionStore):
     async def revoke_user(self, app_id: str, openid: str) -> int:
         digests = list(self._by_user.get((app_id, openid), []))
         return sum(self._drop(d) for d in digests)
+
+    async def keep_profile(
+        self, app_id: str, openid: str, profile: dict[str, Any], seconds: float
+    ) -> None:
+        now = time.time()
+        if len(self._profiles) % 64 == 0:  # amortised sweep, as for sessions
+            for key, (_, until) in list(self._profiles.items()):
+                if until <= now:
+                    del self._profiles[key]
+        self._profiles[(app_id, openid)] = (dict(profile), now + seconds)
+
+    async def profile(self, app_id: str, openid: str) -> dict[str, Any] | None:
+        kept = self._profiles.get((app_id, openid))
+        if kept is None or kept[1] <= time.time():
+            return None
+        return dict(kept[0])

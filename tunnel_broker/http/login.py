@@ -58,6 +58,16 @@ WAFER1_MAGIC = "F2C224D4-2BCE-4C64-AF9F-A6D872000D1A"
 PROFILE_FIELDS = ("nickName", "avatarUrl", "gender", "city", "province", "country", "language")
 
 
+def _utf8_header(value: str) -> str:
+    """A header as the client sent it: ``wx.request`` sends UTF-8 (``X-WX-Raw-Data`` with
+    a Chinese nickname), which the server's latin-1 reading turns into other characters,
+    and the signature over the raw data would not match."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
 def _login_inputs(headers: Any, body: Any) -> dict[str, str]:
     fields = {
         "code": ("x-wx-code", "code"),
@@ -69,6 +79,8 @@ def _login_inputs(headers: Any, body: Any) -> dict[str, str]:
     found: dict[str, str] = {}
     for name, (header, key) in fields.items():
         value = headers.get(header)
+        if value is not None:
+            value = _utf8_header(value)
         if value is None and isinstance(body, dict):
             value = body.get(key, body.get(name))
         if value is not None:
@@ -130,12 +142,16 @@ async def log_in(node: Node, app: App, inputs: dict[str, str]) -> LoggedIn:
             profile = decrypted
     except WeChatError as exc:
         raise _map_wechat_error(app, exc) from None
+    limits = app.limits
     shown = {k: profile[k] for k in PROFILE_FIELDS if k in profile}
+    if shown:
+        await node.sessions.keep_profile(app.id, c2s.openid, shown, limits.session_lifetime_seconds)
+    else:  # the code alone: the profile of the user's last full login, if any
+        shown = await node.sessions.profile(app.id, c2s.openid) or {}
     identity: dict[str, Any] = {"openid": c2s.openid}
     if unionid:
         identity["unionid"] = unionid
     identity.update(shown)
-    limits = app.limits
     now = time.time()
     session = Session(
         app.id,

@@ -5,8 +5,10 @@ Redis makes the pod unready, and the caller gets ``BackendUnavailable``."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -21,6 +23,10 @@ def _session_key(digest: str) -> str:
 
 def _user_key(app_id: str, openid: str) -> str:
     return f"{keys.PREFIX}:{{{app_id}}}:sessions:{openid}"
+
+
+def _profile_key(app_id: str, openid: str) -> str:
+    return f"{keys.PREFIX}:{{{app_id}}}:profile:{openid}"
 
 
 def _ttl(session: Session, now: float) -> int:
@@ -94,3 +100,16 @@ class RedisSessionStore(SessionStore):
         )
         await self.redis.delete(user_key)
         return removed
+
+    async def keep_profile(
+        self, app_id: str, openid: str, profile: dict[str, Any], seconds: float
+    ) -> None:
+        key, value = _profile_key(app_id, openid), json.dumps(profile, separators=(",", ":"))
+        await self.health.call(self.redis.set(key, value, ex=max(1, math.ceil(seconds))))
+
+    async def profile(self, app_id: str, openid: str) -> dict[str, Any] | None:
+        raw = await self.health.call(self.redis.get(_profile_key(app_id, openid)))
+        if raw is None:
+            return None
+        kept = json.loads(raw)
+        return kept if isinstance(kept, dict) else None
