@@ -46,6 +46,9 @@ class _HeadRefused(Exception):
     """Stops the parser; the refusal was already answered."""
 
 
+LINGER_SECONDS = 2.0  # how long a refused connection's late bytes are read and dropped
+
+
 def _response(error: ApiError) -> bytes:
     body = json.dumps(error.problem()).encode()
     status = error.spec.status
@@ -81,7 +84,8 @@ def guarded_http_protocol(limits: FrontEndLimits) -> type[HttpToolsProtocol]:
                         "too_many_connections",
                         f"this broker holds its maximum of {limits.max_connections} connections",
                         headers={"retry-after": "1"},
-                    )
+                    ),
+                    linger=False,  # over the cap: not one more connection held meanwhile
                 )
                 return
             self._start_head_timer()
@@ -170,11 +174,20 @@ def guarded_http_protocol(limits: FrontEndLimits) -> type[HttpToolsProtocol]:
                 )
             )
 
-        def _refuse(self, error: ApiError) -> None:
+        def _refuse(self, error: ApiError, linger: bool = True) -> None:
             self._refused = True
             self._stop_head_timer()
             logger.info("connection refused: %s", error.code)
-            self.transport.write(_response(error))
-            self.transport.close()
+            transport = self.transport
+            transport.write(_response(error))
+            if not linger or not transport.can_write_eof():
+                transport.close()
+                return
+            # A lingering close: the answer leaves with a FIN, and what the client is
+            # still sending (a dribbled or oversized head) is read and dropped for a
+            # moment. Closing at once would answer those bytes with a reset, which can
+            # destroy the answer before the client reads it.
+            transport.write_eof()
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
     return GuardedHttpProtocol
