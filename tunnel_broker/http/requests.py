@@ -97,7 +97,8 @@ def _refuse(bucket: TokenBucket, detail: str) -> NoReturn:
     raise ApiError("rate_limited", detail, headers={"retry-after": str(wait)})
 
 
-async def read_json(request: Request, node: Node, optional: bool = False) -> Any:
+async def read_body(request: Request, node: Node) -> bytes:
+    """The request body, read only up to ``max_api_body_bytes`` (``body_too_large``)."""
     limit = node.settings.max_api_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -109,7 +110,11 @@ async def read_json(request: Request, node: Node, optional: bool = False) -> Any
         if size > limit:
             raise ApiError("body_too_large", f"request bodies are limited to {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, node: Node, optional: bool = False) -> Any:
+    body = await read_body(request, node)
     if not body.strip():
         if optional:
             return None

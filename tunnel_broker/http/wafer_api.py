@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from tunnel_broker.apps import App
 from tunnel_broker.errors import ApiError, BackendUnavailable
-from tunnel_broker.http.requests import charge_request, node_of
+from tunnel_broker.http.requests import charge_request, node_of, read_body
 from tunnel_broker.node import Node
 from tunnel_broker.shapes import check_id
 from tunnel_broker.targets import Target
@@ -43,13 +43,11 @@ async def _signed(request: Request, node: Node) -> tuple[App, WaferSettings, Any
         charge_request(node, app)
     except ApiError as exc:
         raise EnvelopeError(envelope.RATE_LIMITED, exc.detail) from None
-    limit = node.settings.max_api_body_bytes
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise EnvelopeError(envelope.TOO_LARGE, f"bodies are limited to {limit} bytes")
-    opened = envelope.open_request(bytes(body), app.wafer.signing_keys, app.wafer.tc_ids)
+    try:
+        body = await read_body(request, node)
+    except ApiError as exc:
+        raise EnvelopeError(envelope.TOO_LARGE, exc.detail) from None
+    opened = envelope.open_request(body, app.wafer.signing_keys, app.wafer.tc_ids)
     return app, app.wafer, opened.value
 
 
