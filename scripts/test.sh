@@ -18,6 +18,8 @@ need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# wafer-node-sdk keeps its logins in MySQL: its tests run a private MariaDB.
+[ -x /usr/sbin/mariadbd ] || need_apt+=(mariadb-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"

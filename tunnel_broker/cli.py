@@ -28,6 +28,7 @@ from tunnel_broker.backoff import Backoff
 from tunnel_broker.config import SETTINGS, SETTINGS_BY_NAME, Settings, settings_from
 from tunnel_broker.errors import AppsFileError, SettingsError
 from tunnel_broker.validation import describe
+from tunnel_broker.wafer_cli import add_wafer_flags, wafer_from, wafer_table
 
 if TYPE_CHECKING:
     from tunnel_broker.backend.redis.apps import SyncAppStore
@@ -65,12 +66,14 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         help="append the entry to this file (created with mode 0600) instead of printing it",
     )
+    add_wafer_flags(new)
 
     redis_help = "Redis holding the cluster's apps (default: $TB_REDIS_URL)"
     create = apps_commands.add_parser("create", help="create an app in redis; prints its keys")
     create.add_argument("--id", required=True)
     create.add_argument("--webhook-url", required=True)
     create.add_argument("--redis-url", help=redis_help)
+    add_wafer_flags(create)
     rlist = apps_commands.add_parser("list-redis", help="list the apps stored in redis")
     rlist.add_argument("--redis-url", help=redis_help)
     rotate = apps_commands.add_parser(
@@ -82,6 +85,20 @@ def _parser() -> argparse.ArgumentParser:
         "--revoke-old", action="store_true", help="drop the previous keys (or secrets) now"
     )
     rotate.add_argument("--redis-url", help=redis_help)
+    wafer = apps_commands.add_parser(
+        "wafer", help="turn Wafer mode on, change it, or turn it off, for an app in redis"
+    )
+    wafer.add_argument("--id", required=True)
+    wafer.add_argument("--off", action="store_true", help="turn Wafer mode off")
+    wafer.add_argument(
+        "--new-signing-key",
+        action="store_true",
+        help="put a new signing key first (generated, or from stdin); the old ones stay "
+        "accepted unless --revoke-old",
+    )
+    wafer.add_argument("--revoke-old", action="store_true", help="drop the previous keys now")
+    wafer.add_argument("--redis-url", help=redis_help)
+    add_wafer_flags(wafer)
     delete = apps_commands.add_parser("delete", help="delete an app from redis")
     delete.add_argument("--id", required=True)
     delete.add_argument("--redis-url", help=redis_help)
@@ -104,7 +121,7 @@ def _app_entry(app: App) -> str:
         f"[[apps]]\nid = {_toml_string(app.id)}\napi_keys = {strings(app.api_keys)}\n"
         f"webhook_url = {_toml_string(app.webhook_url)}\n"
         f"webhook_secrets = {strings(app.webhook_secrets)}\n"
-    )
+    ) + (f"\n{wafer_table(app.wafer)}" if app.wafer else "")
 
 
 def _append_private(path: str, text: str) -> None:
@@ -142,6 +159,21 @@ def _new_webhook_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _new_app(args: argparse.Namespace) -> App:
+    return App(
+        id=args.id,
+        api_keys=[_new_api_key()],
+        webhook_url=args.webhook_url,
+        webhook_secrets=[_new_webhook_secret()],
+        wafer=wafer_from(args),
+    )
+
+
+def _listed(app: App) -> str:
+    wafer = f"\twafer={','.join(app.wafer.business_hosts)}" if app.wafer else ""
+    return f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}{wafer}"
+
+
 def _store(url: str | None) -> SyncAppStore:
     from tunnel_broker.backend.redis.apps import SyncAppStore
 
@@ -155,18 +187,15 @@ def _redis_apps_command(args: argparse.Namespace) -> int:
     store = _store(args.redis_url)
     try:
         if args.apps_command == "create":
-            app = App(
-                id=args.id,
-                api_keys=[_new_api_key()],
-                webhook_url=args.webhook_url,
-                webhook_secrets=[_new_webhook_secret()],
-            )
+            app = _new_app(args)
             store.put(app, create=True)
             print(f"id = {app.id}\napi_key = {app.api_keys[0]}")
             print(f"webhook_secret = {app.webhook_secrets[0]}")
+            if app.wafer:
+                print(f"wafer_signing_key = {app.wafer.signing_keys[0]}")
         elif args.apps_command == "list-redis":
             for app in store.all():
-                print(f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}")
+                print(_listed(app))
         elif args.apps_command == "rotate-key":
             app = store.get(args.id)
             if args.secret:
@@ -181,6 +210,19 @@ def _redis_apps_command(args: argparse.Namespace) -> int:
                 app = app.model_copy(update={"api_keys": [*kept, fresh]})
                 print(f"api_key = {fresh}")
             store.put(app)
+        elif args.apps_command == "wafer":
+            app = store.get(args.id)
+            if args.off:
+                wafer = None
+            else:
+                wafer = wafer_from(args, app.wafer, rotate=args.new_signing_key)
+                if wafer is None:
+                    raise AppsFileError("Wafer mode needs at least one --wafer-host")
+            store.put(app.model_copy(update={"wafer": wafer}))
+            keyed = app.wafer is None or args.new_signing_key
+            if wafer is not None and keyed and not args.wafer_signing_key_stdin:
+                print(f"wafer_signing_key = {wafer.signing_keys[0]}")
+            print(f"{app.id}: wafer {'off' if wafer is None else 'on'}")
         elif args.apps_command == "delete":
             if not store.delete(args.id):
                 raise AppsFileError(f"no app {args.id!r} in redis")
@@ -266,23 +308,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return serve(settings)
     try:
-        if args.apps_command in ("create", "list-redis", "rotate-key", "delete"):
+        if args.apps_command in ("create", "list-redis", "rotate-key", "wafer", "delete"):
             return _redis_apps_command(args)
         if args.apps_command == "check":
             apps = load_apps_file(_apps_file(args.file))
             print(f"ok: {len(apps)} app(s)")
         elif args.apps_command == "list":
             for app in load_apps_file(_apps_file(args.file)):
-                print(f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}")
+                print(_listed(app))
         elif args.apps_command == "new":
-            entry = _app_entry(
-                App(
-                    id=args.id,
-                    api_keys=[_new_api_key()],
-                    webhook_url=args.webhook_url,
-                    webhook_secrets=[_new_webhook_secret()],
-                )
-            )
+            entry = _app_entry(_new_app(args))
             if args.output:
                 _append_private(args.output, entry)
                 print(f"app {args.id} written to {args.output} (mode 0600)", file=sys.stderr)

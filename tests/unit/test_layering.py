@@ -72,7 +72,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("actions", ("webhooks.actions",)),
     ("node", ("node",)),
     ("surfaces", ("tunnels.connect", "tunnels.wafer_connect", "http")),
-    ("entry points", ("server", "cli", "__main__")),
+    ("entry points", ("server", "cli", "wafer_cli", "__main__")),
 ]
 
 TOP_LEVEL = {
@@ -80,6 +80,7 @@ TOP_LEVEL = {
     "__init__",
     "__main__",
     "cli",
+    "wafer_cli",
     "server",
     "node",
     # what every room shares
