@@ -3,7 +3,6 @@ seconds, signing keys rotated with an overlap, turned off), and in a new apps-fi
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,9 +15,7 @@ import httpx
 from tests.support.cluster import cluster_of
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import check_for
-from tunnel_broker.wafer import envelope
-
-HOST = "biz.example.test"
+from tests.wafer.legacy import HOST, signed
 
 
 def cli(*args: str, stdin: str = "", redis_url: str = "") -> subprocess.CompletedProcess[str]:
@@ -38,8 +35,7 @@ def printed(result: subprocess.CompletedProcess[str]) -> dict[str, str]:
 
 
 async def wsurl_code(pod_url: str, app: str, key: str) -> Any:
-    data = json.dumps({"receiveUrl": f"https://{HOST}/weapp/tunnel", "protocolType": "wss"})
-    body = {"data": data, "tcId": envelope.tc_id(HOST), "signature": envelope.sign(data, key)}
+    body = signed({"receiveUrl": f"https://{HOST}/weapp/tunnel", "protocolType": "wss"}, key)
     async with httpx.AsyncClient(base_url=pod_url) as http:
         return (await http.post(f"/wafer/{app}/get/wsurl", json=body)).json()["code"]
 

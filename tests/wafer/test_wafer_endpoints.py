@@ -7,14 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -22,33 +20,8 @@ from websockets.exceptions import ConnectionClosed
 from tests.support.broker import BrokerHandle, app_config, new_secret, run_broker
 from tests.support.servers import run_uvicorn
 from tests.support.waiting import check_for
+from tests.wafer.legacy import HOST, KEY, LegacyServer, signed
 from tunnel_broker.wafer import envelope
-
-KEY = "tunnel-signature-key-1"
-HOST = "biz.example.test"
-
-
-@dataclass
-class LegacyServer:
-    """The business server's receive URL: verifies each event's signature, records it,
-    and answers ``{"code": 0}`` (or what ``answers`` says first)."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[dict[str, Any]] = field(default_factory=list)
-    bad_signatures: int = 0
-
-    async def receive(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        if envelope.sign(body["data"], KEY) != body["signature"]:
-            self.bad_signatures += 1
-            return JSONResponse({"code": 9003, "message": "bad signature"}, status_code=400)
-        if self.answers:
-            return JSONResponse(self.answers.pop(0))
-        self.events.append(json.loads(body["data"]))
-        return JSONResponse({"code": 0, "message": "ok"})
-
-    def of(self, tunnel_id: str) -> list[tuple[str, Any]]:
-        return [(e["type"], e.get("content")) for e in self.events if e["tunnelId"] == tunnel_id]
 
 
 @dataclass
@@ -58,9 +31,7 @@ class Wafer:
     http: httpx.AsyncClient
 
     async def call(self, path: str, data: Any, key: str = KEY, host: str = HOST) -> Any:
-        text = data if isinstance(data, str) else json.dumps(data)
-        body = {"data": text, "tcId": envelope.tc_id(host), "signature": envelope.sign(text, key)}
-        response = await self.http.post(f"/wafer/demo{path}", json=body)
+        response = await self.http.post(f"/wafer/demo{path}", json=signed(data, key, host))
         assert response.status_code == 200
         return response.json()
 

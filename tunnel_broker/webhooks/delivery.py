@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tunnel_broker.apps import App, AppRegistry
+from tunnel_broker.wafer.events import is_wafer_tunnel
 from tunnel_broker.webhooks.batching import EventBuffer, OnDelivered, Pending, new_epoch
 from tunnel_broker.webhooks.events import EncodedEvent
 from tunnel_broker.webhooks.sender import WebhookSender
@@ -179,7 +180,8 @@ class AppEventQueue:
                 logger.exception("app %s: carrying out webhook actions failed", self.app_id)
         drained = self.buffer.complete(batch_id)
         if self.store is not None:
-            self.store.delivered(self, batch)
+            legacy = any(is_wafer_tunnel(p.event.tunnel_id) for p in batch)
+            self.store.delivered(self, batch, at_once=legacy)
         for pending in batch:
             if pending.on_delivered is not None:
                 pending.on_delivered()

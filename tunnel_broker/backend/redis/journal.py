@@ -120,7 +120,7 @@ class EventJournal:
             app.lagging = True
             self._update_block(app)
 
-    def delivered(self, queue: AppEventQueue, batch: list[Pending]) -> None:
+    def delivered(self, queue: AppEventQueue, batch: list[Pending], at_once: bool) -> None:
         app = self._apps.get(queue.app_id)
         if app is None:
             return
@@ -130,8 +130,9 @@ class EventJournal:
             pending.stored = True  # written, or delivered first: never to be written now
             if pending.entry is not None:
                 deletes.append(pending.entry)
-        if not had and deletes:
-            app.deletes_since = asyncio.get_running_loop().time()
+        if deletes and (not had or at_once):
+            now = asyncio.get_running_loop().time()
+            app.deletes_since = now - DELETE_DELAY if at_once else now
             app.wake.set()
 
     def write_again(self, queue: AppEventQueue, pendings: list[Pending]) -> None:
