@@ -21,7 +21,7 @@ class EventStore(Protocol):
     def added(self, queue: AppEventQueue, pending: Pending) -> None:
         """A new event was queued: write it soon unless it is delivered first."""
 
-    def delivered(self, queue: AppEventQueue, batch: list[Pending], at_once: bool) -> None:
+    def delivered(self, queue: AppEventQueue, batch: list[Pending], at_once: bool = False) -> None:
         """The business server acknowledged these: forget them. ``at_once``: their
         receiver cannot tell a second delivery from a new event (legacy Wafer events carry
         no id), so forgetting them must not wait to go along with other writes."""

@@ -120,7 +120,7 @@ class EventJournal:
             app.lagging = True
             self._update_block(app)
 
-    def delivered(self, queue: AppEventQueue, batch: list[Pending], at_once: bool) -> None:
+    def delivered(self, queue: AppEventQueue, batch: list[Pending], at_once: bool = False) -> None:
         app = self._apps.get(queue.app_id)
         if app is None:
             return
