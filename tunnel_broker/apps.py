@@ -62,6 +62,11 @@ class AppLimits(BaseModel):
     event_store_max_bytes: Annotated[int, Field(ge=1024 * 1024, le=64 * 1024**3)] = (
         256 * 1024 * 1024
     )
+    # The reliable protocol: how long a dropped socket's tunnel waits for its client to
+    # resume, and what it keeps for it meanwhile (pushes not yet acknowledged).
+    resume_window_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    resume_buffer_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    resume_buffer_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
     session_lifetime_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 30 * 86400
     session_idle_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 7 * 86400
     max_sessions_per_openid: Annotated[int, Field(ge=1, le=1000)] = 5

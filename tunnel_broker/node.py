@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tunnel_broker.apps import App, AppRegistry
@@ -65,6 +65,7 @@ class Node:
         self.client_login_budgets = Budgets(max_keys=50_000)
         self._sweeper: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._parked: set[asyncio.Task[None]] = set()
         self.metrics.watch_state(
             self.hub.count_by_app,
             self.events.depths,
@@ -186,7 +187,7 @@ class Node:
             now = time.monotonic()
             wall = time.time()
             for tunnel in self.hub:
-                if tunnel.closing or tunnel.held:
+                if tunnel.closing or tunnel.held or tunnel.parked:  # parked: its window
                     continue
                 if settings.idle_timeout and now - tunnel.last_activity > settings.idle_timeout:
                     tunnel.close(CloseCode.GOING_AWAY, "idle_timeout")
@@ -195,6 +196,23 @@ class Node:
                     and wall - tunnel.connected_at > settings.max_connection_seconds
                 ):
                     tunnel.close(CloseCode.GOING_AWAY, "max_lifetime")
+
+    def keep_parked(self, ending: Coroutine[Any, Any, None]) -> None:
+        """Run the rest of a parked tunnel's life (``ConnectHandler._park``) apart from
+        its socket's task: the server waits for those at a shutdown, and a tunnel
+        waiting for its client has no socket to wait for."""
+        task = asyncio.get_running_loop().create_task(ending)
+        self._parked.add(task)
+        task.add_done_callback(self._parked.discard)
+
+    async def _end_parked(self) -> None:
+        """Close the tunnels waiting for a resume (they have no socket to move to
+        another pod) and wait until they are reported closed."""
+        for tunnel in self.hub:
+            if tunnel.parked:
+                tunnel.close(CloseCode.SERVICE_RESTART, "broker_restarting")
+        if self._parked:
+            await asyncio.wait(set(self._parked), timeout=5.0)
 
     def begin_drain(self) -> asyncio.Task[None]:
         if self._drain_task is None:
@@ -206,6 +224,7 @@ class Node:
         self.draining = True
         self.backend.begin_drain()
         settings = self.settings
+        await self._end_parked()
         logger.info(
             "draining: %d tunnels open, waiting up to %.1fs", len(self.hub), settings.drain_seconds
         )
@@ -252,6 +271,7 @@ class Node:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self._end_parked()
         await self._hand_over()
         await self.events.close()
         for client in self._wechat_clients.values():

@@ -43,6 +43,9 @@ class TunnelRecord:
     groups: tuple[str, ...]
     connected_at: float
     node_id: str
+    # "open", or "resumable": a reliable tunnel whose socket dropped, waiting for its
+    # client within the resume window (pushes to it are kept for it).
+    state: str = "open"
 
     @classmethod
     def of(cls, tunnel: Tunnel, node_id: str) -> TunnelRecord:
@@ -54,6 +57,7 @@ class TunnelRecord:
             tuple(sorted(tunnel.groups)),
             tunnel.connected_at,
             node_id,
+            "resumable" if tunnel.parked else "open",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -65,6 +69,7 @@ class TunnelRecord:
             "groups": list(self.groups),
             "connected_at": iso_time(self.connected_at),
             "node_id": self.node_id,
+            "state": self.state,
         }
 
 

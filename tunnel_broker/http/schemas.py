@@ -7,7 +7,7 @@ payloads) are in ``tunnel_broker.shapes``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -83,6 +83,7 @@ class TunnelInfo(BaseModel):
     groups: list[str]
     connected_at: str
     node_id: str
+    state: Literal["open", "resumable"]
 
 
 class TunnelPage(BaseModel):

@@ -23,12 +23,15 @@ class CloseCode(IntEnum):
     REJECTED = 4403
     TOKEN_EXPIRED = 4408
     REPLACED = 4409
+    RESUME_BUFFER_FULL = 4410
 
 
 CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
     CloseCode.NORMAL: "Closed normally (by the client, or by the business server).",
     CloseCode.GOING_AWAY: "Idle timeout or maximum connection lifetime; reconnect if needed.",
-    CloseCode.PROTOCOL_ERROR: "A malformed frame broke the WebSocket protocol; fix the client.",
+    CloseCode.PROTOCOL_ERROR: (
+        "A malformed frame broke the WebSocket protocol (or the reliable protocol); fix the client."
+    ),
     CloseCode.INVALID_DATA: "A text message was not valid UTF-8; send binary frames for bytes.",
     CloseCode.POLICY_VIOLATION: "A limit was exceeded (message rate, tunnels per user); back off.",
     CloseCode.MESSAGE_TOO_BIG: "A frame exceeded the app's max_message_bytes.",
@@ -39,6 +42,10 @@ CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
     CloseCode.REJECTED: "The business server rejected the connection.",
     CloseCode.TOKEN_EXPIRED: "The connect token expired; ask the business server for a new one.",
     CloseCode.REPLACED: "A newer connection took this tunnel over; do not reconnect this socket.",
+    CloseCode.RESUME_BUFFER_FULL: (
+        "Reliable protocol: more pushes waited for the client's acknowledgement than the "
+        "app's resume buffer holds; the tunnel ended. Connect anew (acknowledge pushes)."
+    ),
 }
 
 

@@ -24,6 +24,7 @@ from tunnel_broker.errors import (
     UnknownApp,
 )
 from tunnel_broker.node import Node
+from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.wafer.events import is_wafer_tunnel
@@ -36,15 +37,26 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-def _token_of(scope: Scope) -> str:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
-    return values[0] if values else ""
+# Ends of a reliable tunnel's socket that are no drop: the client closed it on purpose.
+_CLIENT_ENDS = frozenset({1000, 1001})
 
 
-async def _refuse(send: Send, code: int, reason: str) -> None:
+def _query_value(scope: Scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
+def _accept(subprotocol: str | None) -> dict[str, Any]:
+    if subprotocol is None:
+        return {"type": "websocket.accept"}
+    return {"type": "websocket.accept", "subprotocol": subprotocol}
+
+
+async def _refuse(send: Send, code: int, reason: str, subprotocol: str | None = None) -> None:
     """Accept, then close with ``code``: browsers and ``wx.connectSocket`` only show a
-    close code for sockets that opened, and the code is the whole point."""
-    await send({"type": "websocket.accept"})
+    close code for sockets that opened, and the code is the whole point (a browser that
+    asked for a subprotocol opens nothing unless one is chosen)."""
+    await send(_accept(subprotocol))
     await _close(send, code, reason)
 
 
@@ -63,28 +75,35 @@ class ConnectHandler:
         node = self.node
         metrics = node.metrics
         apps = node.apps
+        subprotocol = self._subprotocol(scope)
         try:
             claims = node.tokens.verify(
-                _token_of(scope), is_known_app=lambda app_id: apps.get(app_id) is not None
+                _query_value(scope, "token") or "",
+                is_known_app=lambda app_id: apps.get(app_id) is not None,
             )
         except TokenExpired:
             metrics.connects.labels("", "token_expired").inc()
-            return await _refuse(send, CloseCode.TOKEN_EXPIRED, "token_expired")
+            return await _refuse(send, CloseCode.TOKEN_EXPIRED, "token_expired", subprotocol)
         except UnknownApp:
             metrics.connects.labels("", "unknown_app").inc()
-            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid", subprotocol)
         except TokenInvalid:
             metrics.connects.labels("", "token_invalid").inc()
-            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid", subprotocol)
         app = apps.get(claims.app_id)
         if app is None or not self._speaks_for(app, claims.tunnel_id):
             # Removed since the check above, or a tunnel of the other protocol.
             metrics.connects.labels("", "unknown_app" if app is None else "token_invalid").inc()
-            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid")
+            return await _refuse(send, CloseCode.TOKEN_INVALID, "token_invalid", subprotocol)
+        try:
+            resume_after = reliable.resume_point(_query_value(scope, "resume"))
+        except reliable.FrameError:
+            metrics.connects.labels(app.id, "invalid_resume").inc()
+            return await _refuse(send, CloseCode.PROTOCOL_ERROR, "invalid_resume", subprotocol)
         refusal = await self._refusal(app)
         if refusal is not None:
             metrics.connects.labels(app.id, refusal[1]).inc()
-            return await _refuse(send, *refusal)
+            return await _refuse(send, *refusal, subprotocol)
 
         fragment = events.tunnel_fragment(
             app.id, claims.tunnel_id, claims.user_id, claims.identity, claims.meta
@@ -98,6 +117,8 @@ class ConnectHandler:
             set(claims.groups),
             fragment,
             send,
+            numbered=subprotocol is not None,
+            resume_after=resume_after,
         )
         # Registered before the handshake completes: a client can send nothing on a
         # socket that is then refused (its messages would be lost with it). Pushes that
@@ -107,32 +128,69 @@ class ConnectHandler:
             took_over = await node.backend.attach(tunnel)
         except BackendUnavailable:
             metrics.connects.labels(app.id, "backend_unavailable").inc()
-            return await _refuse(send, CloseCode.TRY_AGAIN_LATER, "backend_unavailable")
+            return await _refuse(
+                send, CloseCode.TRY_AGAIN_LATER, "backend_unavailable", subprotocol
+            )
         except TooManyTunnels:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
-            return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels")
-        await send({"type": "websocket.accept"})
+            return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels", subprotocol)
+        await send(_accept(subprotocol))
         self._opened(tunnel)
         tunnel.writer.release()
         if not took_over:
             node.events.emit(
                 app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve, tunnel.epoch
             )
-        metrics.connects.labels(app.id, "takeover" if took_over else "accepted").inc()
+        result = "resumed" if tunnel.resumed else "takeover" if took_over else "accepted"
+        metrics.connects.labels(app.id, result).inc()
         code, reason = 1006, ""
+        dropped = False
         try:
             code, reason = await self._pump(tunnel, receive)
+            dropped = tunnel.close_code is None and code not in _CLIENT_ENDS
         finally:
             tunnel.end()
-            await node.backend.detach(tunnel)
-            if not tunnel.replaced:
-                if tunnel.close_code is not None:
-                    code, reason = tunnel.close_code, tunnel.close_reason
-                elif not reason:
-                    reason = "connection_lost" if code in (1005, 1006) else "client_closed"
-                closed = events.closed(fragment, tunnel.tunnel_id, code, reason)
-                node.events.emit(app, closed, epoch=tunnel.epoch)
-                metrics.closes.labels(app.id, metric_label(code)).inc()
+            if tunnel.reliable is not None and dropped:
+                node.keep_parked(self._park(tunnel, code))
+            else:
+                await self._finish(tunnel, code, reason)
+
+    async def _finish(self, tunnel: Tunnel, code: int, reason: str) -> None:
+        """The tunnel's socket is done: forget it, and report its close (unless a newer
+        socket took the tunnel over)."""
+        node = self.node
+        await node.backend.detach(tunnel)
+        if tunnel.replaced:
+            return
+        if tunnel.close_code is not None:
+            code, reason = tunnel.close_code, tunnel.close_reason
+        elif not reason:
+            reason = "connection_lost" if code in (1005, 1006) else "client_closed"
+        app = tunnel.app
+        closed = events.closed(tunnel.fragment, tunnel.tunnel_id, code, reason)
+        node.events.emit(app, closed, epoch=tunnel.epoch)
+        node.metrics.closes.labels(app.id, metric_label(code)).inc()
+
+    async def _park(self, tunnel: Tunnel, code: int) -> None:
+        """Keep a reliable tunnel whose socket dropped for its app's resume window:
+        pushes are kept for it, and its client may come back (a takeover that resumes:
+        no events). Ends when it resumes, when the window passes (``resume_expired``),
+        or when someone closes it meanwhile (the business server, a drain)."""
+        tunnel.park()
+        window = tunnel.app.limits.resume_window_seconds
+        try:
+            if window > 0:
+                await tunnel.unless_closed(asyncio.sleep(window))
+            tunnel.expire(code, "resume_expired")
+        finally:
+            await self._finish(tunnel, code, "")
+
+    def _subprotocol(self, scope: Scope) -> str | None:
+        """The WebSocket subprotocol this socket speaks: the reliable protocol when the
+        client asks for it, else none (raw frames)."""
+        return (
+            reliable.SUBPROTOCOL if reliable.SUBPROTOCOL in scope.get("subprotocols", ()) else None
+        )
 
     def _speaks_for(self, app: App, tunnel_id: str) -> bool:
         """Whether this endpoint's protocol is the tunnel's: Wafer tunnels connect to
@@ -140,10 +198,15 @@ class ConnectHandler:
         return not is_wafer_tunnel(tunnel_id)
 
     def _opened(self, tunnel: Tunnel) -> None:
-        """The socket is open: what this protocol says first (nothing)."""
+        """The socket is open: what this protocol says first (the reliable protocol's
+        welcome, and what the client missed; raw frames: nothing)."""
+        tunnel.welcome(tunnel.app.limits.resume_window_seconds)
 
     def _inbound(self, tunnel: Tunnel, frame: str | bytes) -> str | bytes | None:
-        """What a client's frame relays (None: nothing). Here: the frame itself."""
+        """What a client's frame relays (None: nothing): the frame itself, or the
+        reliable protocol's message."""
+        if tunnel.reliable is not None:
+            return tunnel.receive_numbered(frame)
         return frame
 
     async def _refusal(self, app: App) -> tuple[int, str] | None:

@@ -14,13 +14,16 @@ from typing import Any
 
 from tunnel_broker.apps import App
 from tunnel_broker.ratelimit import TokenBucket
+from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import ABUSE_REASONS, CloseCode
+from tunnel_broker.tunnels.resume import Accept, ResumeState
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
 from tunnel_broker.webhooks.batching import new_epoch
 
 
 class Tunnel:
     __slots__ = (
+        "_ack_due",
         "app",
         "approved",
         "bucket",
@@ -34,11 +37,16 @@ class Tunnel:
         "held",
         "identity",
         "last_activity",
+        "live",
         "meta",
         "on_close",
         "on_end",
+        "parked",
         "predecessor",
+        "reliable",
         "replaced",
+        "resume_after",
+        "resumed",
         "tunnel_id",
         "user_id",
         "writer",
@@ -54,6 +62,8 @@ class Tunnel:
         groups: set[str],
         fragment: bytes,
         send: ASGISend,
+        numbered: bool = False,
+        resume_after: int | None = None,
     ) -> None:
         self.app = app
         self.tunnel_id = tunnel_id
@@ -84,6 +94,20 @@ class Tunnel:
         self.predecessor: Tunnel | None = None
         self.ended = False
         self.on_end: asyncio.Future[None] | None = None
+        # The reliable protocol (``reliable.py``): the tunnel's sequences, which a
+        # resuming socket takes over; where the client's last socket left off (None: a
+        # new client); whether pushes are written (the socket is open and welcomed) or
+        # only kept; and ``parked``: the socket dropped, the tunnel waits for a resume.
+        self.reliable = (
+            ResumeState(limits.resume_buffer_messages, limits.resume_buffer_bytes)
+            if numbered
+            else None
+        )
+        self.resume_after = resume_after
+        self.resumed = False
+        self.live = not numbered
+        self.parked = False
+        self._ack_due = False
 
     def __repr__(self) -> str:
         return f"Tunnel(app={self.app.id!r}, id={self.tunnel_id!r}, user={self.user_id!r})"
@@ -111,12 +135,95 @@ class Tunnel:
         if self.close_code is not None:
             return False
         self.last_activity = time.monotonic()
+        state = self.reliable
+        if state is None:
+            return self._write(message)
+        payload = message.get("text")
+        if payload is None:
+            payload = message.get("bytes") or b""
+        seq = state.record(payload)
+        if seq is None:
+            self.close(CloseCode.RESUME_BUFFER_FULL, "resume_buffer_full")
+            return False
+        if self.live:
+            self._write(send_message(reliable.data_frame(seq, payload)))
+        return True  # kept until acknowledged: a resumed socket gets it again
+
+    def _write(self, message: Message) -> bool:
         writer = self.writer
         if writer.write(message):
             return True
         if writer.overflowed:
             self.close(CloseCode.POLICY_VIOLATION, "slow_consumer")
         return False
+
+    # ---- the reliable protocol -----------------------------------------------------------
+
+    def welcome(self, window_seconds: float) -> None:
+        """The socket is open (its writer still held): the welcome, then every push the
+        client has not received, before anything pushed from now on."""
+        state = self.reliable
+        if state is None:
+            return
+        after = self.resume_after if self.resumed and self.resume_after is not None else 0
+        welcome = reliable.welcome_frame(
+            self.tunnel_id, self.resumed, state.accepted, window_seconds
+        )
+        self._write(send_message(welcome))
+        for seq, payload in state.missed(after):
+            self._write(send_message(reliable.data_frame(seq, payload)))
+        self.live = True
+
+    def receive_numbered(self, frame: str | bytes) -> str | bytes | None:
+        """What a client's frame relays (None: nothing): a new message's payload; acks
+        and heartbeats are handled here, a message seen before is dropped (and
+        acknowledged again), and a broken frame closes the socket."""
+        state = self.reliable
+        assert state is not None
+        try:
+            parsed = reliable.parse(frame)
+        except reliable.FrameError:
+            self.close(CloseCode.PROTOCOL_ERROR, "invalid_frame")
+            return None
+        kind = parsed.kind
+        if kind == reliable.DATA:
+            verdict = state.accept(parsed.seq)
+            if verdict is Accept.GAP:
+                self.close(CloseCode.PROTOCOL_ERROR, "sequence_gap")
+                return None
+            self._acknowledge_soon()
+            return parsed.payload if verdict is Accept.NEW else None
+        if kind == reliable.ACK:
+            if not state.acknowledge(parsed.seq):
+                self.close(CloseCode.PROTOCOL_ERROR, "ack_beyond_sent")
+        else:
+            self._write(send_message(reliable.HEARTBEAT_FRAME))
+        return None
+
+    def _acknowledge_soon(self) -> None:
+        """One ack for everything read in this turn of the loop, sent after the reading
+        loop queued it (accepted: it reaches the business server, or the socket stops
+        being read)."""
+        if not self._ack_due:
+            self._ack_due = True
+            asyncio.get_running_loop().call_soon(self._acknowledge)
+
+    def _acknowledge(self) -> None:
+        self._ack_due = False
+        state = self.reliable
+        if state is not None and self.live and self.close_code is None:
+            self._write(send_message(reliable.ack_frame(state.accepted)))
+
+    def park(self) -> None:
+        """The socket dropped: keep pushes for a resume, write none."""
+        self.live = False
+        self.parked = True
+
+    def expire(self, code: int, reason: str) -> None:
+        """The resume window passed: the tunnel ends, with nothing to write."""
+        if self.close_code is None:
+            self.close_code = code
+            self.close_reason = reason
 
     async def wait_approved(self) -> None:
         """Wait until the business server acknowledged ``tunnel.connected`` (so it can
@@ -146,6 +253,10 @@ class Tunnel:
         """Become the tunnel ``old`` was: its groups, its approval (or the wait for it),
         and its place; ``old`` closes with 4409 and reports nothing."""
         self.groups |= old.groups
+        # The same client back (it says where it left off): the same sequences.
+        if self.reliable is not None and old.reliable is not None and self.resume_after is not None:
+            self.reliable = old.reliable
+            self.resumed = True
         if old.approved.done():
             self.approve()
         else:

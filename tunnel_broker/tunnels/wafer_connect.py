@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from tunnel_broker.apps import App
 from tunnel_broker.tunnels.closecodes import CloseCode
-from tunnel_broker.tunnels.connect import ConnectHandler
+from tunnel_broker.tunnels.connect import ConnectHandler, Scope
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.wafer import packets
 from tunnel_broker.wafer.events import is_wafer_tunnel
 
 
 class WaferConnectHandler(ConnectHandler):
+    def _subprotocol(self, scope: Scope) -> str | None:
+        return None  # the legacy packets only
+
     def _speaks_for(self, app: App, tunnel_id: str) -> bool:
         return app.wafer is not None and is_wafer_tunnel(tunnel_id)
 
