@@ -148,6 +148,10 @@ class Backend(ABC):
         ``TooManyTunnels`` for a new tunnel of a user at the limit: checked here, in the
         same step as the registration, so simultaneous connects cannot both slip in."""
 
+    async def parked(self, tunnel: Tunnel) -> None:  # noqa: B027 - optional hook
+        """A reliable tunnel's socket dropped and the tunnel waits for a resume: what
+        presence shows (``TunnelRecord.state``); a local tunnel shows it by itself."""
+
     @abstractmethod
     async def detach(self, tunnel: Tunnel) -> None:
         """Forget a closed tunnel unless a newer socket has taken its id over."""

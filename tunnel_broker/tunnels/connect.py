@@ -179,6 +179,7 @@ class ConnectHandler:
         tunnel.park()
         window = tunnel.app.limits.resume_window_seconds
         try:
+            await self.node.backend.parked(tunnel)
             if window > 0:
                 await tunnel.unless_closed(asyncio.sleep(window))
             tunnel.expire(code, "resume_expired")

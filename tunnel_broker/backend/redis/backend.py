@@ -276,6 +276,12 @@ class RedisBackend(Backend):
         await self.takeovers.announce(written.previous_node, replace)
         return True
 
+    async def parked(self, tunnel: Tunnel) -> None:
+        conn = self._conns.get(tunnel)
+        if conn is not None and self.health.healthy:
+            with contextlib.suppress(RedisError):  # presence only: not worth an outage
+                await self.registry.mark_resumable(tunnel, conn)
+
     async def detach(self, tunnel: Tunnel) -> None:
         self.hub.detach(tunnel)
         conn = self._conns.pop(tunnel, None)

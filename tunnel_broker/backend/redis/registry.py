@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from tunnel_broker.backend.base import Page, TunnelRecord
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.scripts import ATTACH, DETACH, MEMBERSHIP, SETTLE
+from tunnel_broker.backend.redis.scripts import ATTACH, DETACH, MEMBERSHIP, PARK, SETTLE
 from tunnel_broker.tunnels.tunnel import Tunnel
 
 
@@ -39,6 +39,7 @@ def _record(tunnel_id: str, raw: dict[str, str]) -> TunnelRecord:
         tuple(sorted(json.loads(raw.get("groups") or "[]"))),
         float(raw.get("connected_at") or 0),
         raw["node"],
+        raw.get("state", "open"),
     )
 
 
@@ -78,6 +79,7 @@ class TunnelRegistry:
         self.redis = client
         self.node_id = node_id
         self._attach = client.register_script(ATTACH)
+        self._park = client.register_script(PARK)
         self._detach = client.register_script(DETACH)
         self._membership = client.register_script(MEMBERSHIP)
         self._settle = client.register_script(SETTLE)
@@ -122,6 +124,9 @@ class TunnelRegistry:
             texts(json.loads(owed)),
             str(life),
         )
+
+    async def mark_resumable(self, tunnel: Tunnel, conn: str) -> None:
+        await self._park(keys=[keys.tunnel(tunnel.app.id, tunnel.tunnel_id)], args=[conn])
 
     async def remove(
         self,

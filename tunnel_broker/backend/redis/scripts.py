@@ -43,6 +43,7 @@ if #groups > 0 then merged = cjson.encode(groups) end
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'user', ARGV[3],
   'identity', ARGV[4], 'meta', ARGV[5], 'groups', merged, 'connected_at', ARGV[7],
   'life', life)
+redis.call('HDEL', KEYS[1], 'state')
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
 if old_node ~= '' and old_node ~= ARGV[1] then redis.call('SADD', KEYS[3], old_node) end
@@ -187,4 +188,13 @@ if redis.call('XLEN', KEYS[1]) == 0 then
   out[1] = 1
 end
 return out
+"""
+
+
+# A reliable tunnel's socket dropped and it waits for a resume: presence says so, if the
+# record is still this connection's. KEYS: record. ARGV: conn.
+PARK = """
+if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'resumable')
+return 1
 """
