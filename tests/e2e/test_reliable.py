@@ -114,19 +114,29 @@ async def test_pushes_during_a_cut_connection_arrive_after_the_resume_in_order_o
         await client.connect(url.replace(f":{proxy.upstream[1]}/", f":{proxy.port}/"))
         stream = asyncio.create_task(push_stream(world.api, tunnel_id, 1000, 200))
         await client.wait_for(lambda: len(client.received) >= 200)
+        for n in range(10):
+            await client.send(f"before {n}")
         proxy.cut()
+        for n in range(10):
+            await client.send(f"lost {n}")  # into the cut connection
         client.abandon()
         await asyncio.sleep(2)
         welcome = await client.connect()  # directly: the old socket is still open
         assert welcome["resumed"] is True
+        # Not held up by the old socket's close timeout (10 s): the client sent again
+        # what the cut connection swallowed.
+        await client.send("after")
+        await check_for(3, lambda: len(world.messages(tunnel_id)) == 21)
         await stream
         await client.wait_for(lambda: len(client.received) == 1000, seconds=15)
     finally:
         proxy.stop()
     assert client.received == [str(n) for n in range(1000)]
     assert client.duplicates == client.gaps == 0
+    expected = [f"before {n}" for n in range(10)] + [f"lost {n}" for n in range(10)] + ["after"]
     await asyncio.sleep(0.3)
-    assert world.kinds(tunnel_id) == ["tunnel.connected"]
+    assert world.messages(tunnel_id) == expected
+    assert world.kinds(tunnel_id) == ["tunnel.connected", *["tunnel.message"] * 21]
 
 
 async def test_client_messages_around_a_drop_reach_the_webhook_exactly_once_in_order(

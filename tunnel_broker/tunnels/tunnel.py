@@ -269,9 +269,12 @@ class Tunnel:
         """Wait until the socket this one took over has been read to its end: what its
         client sent before the takeover reaches the business server first. (Bounded: a
         closing socket is read regardless of back-pressure, until the client answers the
-        close frame or the close deadline passes.)"""
+        close frame or the close deadline passes.) A resumed socket of the reliable
+        protocol does not wait: its client sends again whatever the old socket did not
+        deliver, each message is accepted once by number whichever socket reads it first,
+        and the old one may take a close timeout to end when its connection was cut."""
         old = self.predecessor
-        if old is not None and not old.ended:
+        if old is not None and not old.ended and not self.resumed:
             if old.on_end is None:
                 old.on_end = asyncio.get_running_loop().create_future()
             await old.on_end
