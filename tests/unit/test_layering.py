@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tunnels.tokens",
             "tunnels.writer",
             "tunnels.protocol",
+            "tunnels.reliable",
+            "tunnels.resume",
             "webhooks",
             "webhooks.signing",
             "webhooks.events",
