@@ -289,3 +289,29 @@ async def test_a_client_without_the_protocol_gets_raw_frames_as_before(world: Wo
     await check_for(5, lambda: world.kinds(tunnel_id)[-1] == "tunnel.closed")
     async with httpx.AsyncClient(base_url=world.broker.url) as http:
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_acks_and_heartbeats_are_not_charged_as_messages_but_floods_are_refused() -> None:
+    async with world_of(messages_per_second=5, message_burst=5) as world:
+        _, url = await world.tunnel()
+        client = ReliableClient(url)
+        await client.connect()
+        for _ in range(30):
+            await client.heartbeat()
+        await client.wait_for(lambda: client.heartbeats == 30)
+        assert client.closed is None
+        for _ in range(300):  # far beyond any client's need
+            await client.heartbeat()
+        await client.wait_for(lambda: client.closed is not None)
+        assert client.closed is not None and client.closed.rcvd is not None
+        assert client.closed.rcvd.reason == "rate_limited"
+
+        # The client's own messages keep the app's rate.
+        _, url = await world.tunnel("u2")
+        talker = ReliableClient(url)
+        await talker.connect()
+        for n in range(20):
+            await talker.send(str(n))
+        await talker.wait_for(lambda: talker.closed is not None)
+        assert talker.closed is not None and talker.closed.rcvd is not None
+        assert talker.closed.rcvd.reason == "rate_limited"

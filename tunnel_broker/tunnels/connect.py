@@ -236,6 +236,7 @@ class ConnectHandler:
         lease = node.backend.lease
         max_bytes = app.limits.max_message_bytes
         bucket = tunnel.bucket
+        numbered = tunnel.reliable
         messages_in = node.metrics.messages_in
         app_id = app.id
         fragment = tunnel.fragment
@@ -268,7 +269,8 @@ class ConnectHandler:
             if now > lease.valid_until:
                 await _holding(tunnel, lease.renewed())  # see ``backend.base.Lease``
                 now = monotonic()
-            if not bucket.take(now):
+            # The reliable protocol charges its own frames (``Tunnel.receive_numbered``).
+            if numbered is None and not bucket.take(now):
                 tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
                 continue
             tunnel.last_activity = now

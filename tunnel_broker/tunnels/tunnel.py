@@ -20,6 +20,9 @@ from tunnel_broker.tunnels.resume import Accept, ResumeState
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
 from tunnel_broker.webhooks.batching import new_epoch
 
+CONTROL_FRAMES_PER_SECOND = 100.0
+CONTROL_BURST = 200
+
 
 class Tunnel:
     __slots__ = (
@@ -30,6 +33,7 @@ class Tunnel:
         "close_code",
         "close_reason",
         "connected_at",
+        "control_bucket",
         "ended",
         "epoch",
         "fragment",
@@ -100,6 +104,13 @@ class Tunnel:
         # only kept; and ``parked``: the socket dropped, the tunnel waits for a resume.
         self.reliable = (
             ResumeState(limits.resume_buffer_messages, limits.resume_buffer_bytes)
+            if numbered
+            else None
+        )
+        # Acknowledgements and heartbeats are not the client's messages (acks grow with
+        # the pushes it gets): a bucket of their own, generous, against floods only.
+        self.control_bucket = (
+            TokenBucket(CONTROL_FRAMES_PER_SECOND + limits.messages_per_second, CONTROL_BURST)
             if numbered
             else None
         )
@@ -186,6 +197,13 @@ class Tunnel:
             self.close(CloseCode.PROTOCOL_ERROR, "invalid_frame")
             return None
         kind = parsed.kind
+        # A new message is charged as any client message; one sent again after a resume
+        # (a duplicate) and the protocol's own frames come out of the control budget.
+        new = kind == reliable.DATA and parsed.seq == state.accepted + 1
+        bucket = self.bucket if new else self.control_bucket
+        if bucket is not None and not bucket.take(self.last_activity):  # read just now
+            self.close(CloseCode.POLICY_VIOLATION, "rate_limited")
+            return None
         if kind == reliable.DATA:
             verdict = state.accept(parsed.seq)
             if verdict is Accept.GAP:
