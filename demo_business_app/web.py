@@ -34,6 +34,8 @@ from demo_business_app.hooks import DemoHooks
 from demo_business_app.protocol import nick_of
 
 STATIC = Path(__file__).parent / "static"
+# The mini-program client library (clients/miniprogram), served to the page as it is.
+CLIENT_LIBRARY = Path(__file__).parent.parent / "clients" / "miniprogram" / "lib" / "index.js"
 LOGIN_HEADERS = (
     "X-WX-Code",
     "X-WX-Encrypted-Data",
@@ -154,6 +156,10 @@ class DemoServer:
         )
 
 
+async def client_library(_: Request) -> Response:
+    return FileResponse(CLIENT_LIBRARY, media_type="text/javascript")
+
+
 async def _json(request: Request) -> Any:
     try:
         return await request.json()
@@ -181,6 +187,7 @@ def create_app(config: DemoConfig, *, rng: random.Random | None = None) -> Starl
             Route("/api/login", demo.login, methods=["POST"]),
             Route("/api/tunnel", demo.tunnel, methods=["POST"]),
             Route("/webhook", webhook_endpoint(demo.hooks.handler), methods=["POST"]),
+            Route("/static/vendor/tunnel-broker-client.js", client_library, methods=["GET"]),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         lifespan=lifespan,

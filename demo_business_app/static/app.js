@@ -22,25 +22,29 @@ const wx = {
   removeStorageSync(key) { sessionStorage.removeItem(key); },
 };
 
-// Close codes of docs/api.md, as the page explains them to the user.
+// Close codes of docs/api.md, as the page explains them to the user. The client library
+// (clients/miniprogram) decides what to do about each; the page only says what happened.
 const CLOSE_CODES = {
   1000: "closed normally",
-  1001: "idle timeout or maximum lifetime; reconnecting",
+  1001: "idle timeout or maximum lifetime",
   1005: "closed without a code",
-  1006: "connection lost; reconnecting",
-  1008: "a limit was exceeded; backing off",
+  1006: "connection lost",
+  1008: "a limit was exceeded",
   1009: "message too big",
-  1011: "broker error; reconnecting with backoff",
-  1012: "broker restarting; reconnecting",
-  1013: "broker overloaded; reconnecting with backoff",
-  3000: "simulated network drop; reconnecting",
+  1011: "broker error",
+  1012: "broker restarting",
+  1013: "broker overloaded",
+  3000: "simulated network drop",
   4401: "connect token invalid; asking for a new tunnel",
   4403: "rejected by the business server",
   4408: "connect token expired; asking for a new tunnel",
   4409: "taken over by a newer connection",
+  4410: "too many unacknowledged messages",
 };
-const NO_RECONNECT = new Set([1000, 1009, 4403, 4409]);
-const NEW_TUNNEL = new Set([4401, 4408]);
+
+// "simulate drop": the socket closes as a network drop would, and the network stays down
+// this long (connects fail), so that what others say meanwhile is missed, then resumed.
+const SIMULATED_OUTAGE_MS = 3000;
 
 const $ = (selector) => document.querySelector(selector);
 const $$ = (selector) => Array.from(document.querySelectorAll(selector));
@@ -48,11 +52,10 @@ const $$ = (selector) => Array.from(document.querySelectorAll(selector));
 const state = {
   skey: wx.getStorageSync("skey"),
   me: null,
+  client: null,
   socket: null,
-  connectUrl: null,
-  attempts: 0,
-  reconnectTimer: null,
-  loggingOut: false,
+  offlineUntil: 0,
+  lastClose: "",
   rooms: [],
   joined: new Set(),
   room: "lobby",
@@ -85,76 +88,90 @@ async function login(name) {
   wx.setStorageSync("skey", state.skey);
 }
 
-async function openTunnel() {
-  setStatus("connecting");
+// The business server's tunnel endpoint: a new tunnel for the logged-in user.
+async function requestTunnel() {
   const answer = await wx.request({
     url: "/api/tunnel", method: "POST", header: { "X-WX-Skey": state.skey },
   });
   if (answer.statusCode === 401) {
     logout("Your session ended; log in again.");
-    return;
+    throw new Error("session ended");
   }
   if (answer.statusCode !== 200) throw new Error(answer.data?.detail || "no tunnel");
   state.me = answer.data.you;
   $("#me-nick").textContent = state.me.nick;
-  showApp();
-  connect(answer.data.connect_url);
+  return answer.data.connect_url;
 }
 
-function connect(url) {
-  clearTimeout(state.reconnectTimer);
-  state.connectUrl = url;
-  setStatus(state.attempts ? "reconnecting" : "connecting");
-  const socket = wx.connectSocket(url);
-  state.socket = socket;
-  socket.onopen = () => {
-    if (socket !== state.socket) return;
-    state.attempts = 0;
-    setStatus("connected");
-  };
-  socket.onmessage = (event) => {
-    if (socket !== state.socket) return;
-    try { handle(JSON.parse(event.data)); } catch (error) { console.error(error); }
-  };
-  socket.onclose = (event) => {
-    if (socket !== state.socket) return;
-    state.socket = null;
-    onClosed(event.code, event.reason);
-  };
-}
-
-function onClosed(code, reason) {
-  const meaning = CLOSE_CODES[code] || (code >= 4000 ? "closed by the business server" : "closed");
-  showCloseInfo(`Closed ${code}${reason ? " " + reason : ""}: ${meaning}`, code);
-  stopTimer();
-  if (state.loggingOut) return;
-  if (NO_RECONNECT.has(code)) {
-    setStatus("closed");
-    return;
+// The browser's WebSocket, remembering the open one (for "simulate drop") and failing to
+// connect while the simulated outage lasts.
+class PageSocket extends WebSocket {
+  constructor(url, protocols) {
+    super(Date.now() < state.offlineUntil ? "ws://127.0.0.1:9/offline" : url, protocols);
+    state.socket = this;
   }
-  // Exponential backoff with jitter, as after a broker restart every client reconnects.
-  const delay = Math.min(10000, 300 * 2 ** state.attempts) * (0.5 + Math.random() / 2);
-  state.attempts += 1;
-  setStatus("reconnecting");
-  state.reconnectTimer = setTimeout(() => {
-    if (NEW_TUNNEL.has(code)) openTunnel().catch(showError);
-    else connect(state.connectUrl);
-  }, delay);
+}
+
+async function openTunnel() {
+  setStatus("connecting");
+  const url = await requestTunnel();
+  showApp();
+  // The library reconnects with backoff and resumes: pushes missed while away arrive, in
+  // order and once, and what this page sent is relayed once (docs/api.md).
+  const client = new TunnelBrokerClient.TunnelClient({
+    url,
+    getConnectUrl: requestTunnel,
+    WebSocket: PageSocket,
+    wx: null, // the page's `wx` above is a stand-in without sockets
+    reconnectDelay: 300,
+    maxReconnectDelay: 10000,
+  });
+  state.client = client;
+  client.on("open", () => setStatus("connected"));
+  client.on("resumed", () => {
+    setStatus("connected");
+    showCloseInfo(`${state.lastClose}; resumed: nothing missed`);
+  });
+  client.on("message", (data) => {
+    try { handle(JSON.parse(data)); } catch (error) { console.error(error); }
+  });
+  client.on("reconnecting", ({ code, reason }) => {
+    stopTimer();
+    state.lastClose = describeClose(code, reason);
+    showCloseInfo(`${state.lastClose}; reconnecting`, code);
+    setStatus("reconnecting");
+  });
+  client.on("close", ({ code, reason }) => {
+    if (client !== state.client) return;
+    stopTimer();
+    showCloseInfo(describeClose(code, reason), code);
+    setStatus("closed");
+  });
+  client.connect();
+}
+
+function describeClose(code, reason) {
+  const meaning = CLOSE_CODES[code] || (code >= 4000 ? "closed by the business server" : "closed");
+  return `Closed ${code}${reason ? " " + reason : ""}: ${meaning}`;
+}
+
+function simulateDrop() {
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+  state.offlineUntil = Date.now() + SIMULATED_OUTAGE_MS;
+  state.socket.close(3000, "simulated drop");
 }
 
 function send(message) {
-  if (state.socket && state.socket.readyState === WebSocket.OPEN) {
-    state.socket.send(JSON.stringify(message));
-    return true;
-  }
-  showCloseInfo("Not connected: message not sent.");
+  // Kept and sent after the reconnect when offline; false only when too many wait.
+  if (state.client && state.client.send(JSON.stringify(message))) return true;
+  showCloseInfo("Too many messages wait for the connection: message not sent.");
   return false;
 }
 
 function logout(message) {
-  state.loggingOut = true;
-  clearTimeout(state.reconnectTimer);
-  if (state.socket) state.socket.close(1000, "logout");
+  const client = state.client;
+  state.client = null;
+  if (client) client.close(1000, "logout");
   state.socket = null;
   state.skey = "";
   wx.removeStorageSync("skey");
@@ -162,7 +179,6 @@ function logout(message) {
   $("#login-view").hidden = false;
   $("#login-error").textContent = message || "";
   setStatus("offline");
-  state.loggingOut = false;
 }
 
 // ------------------------------------------------------------------ messages from the server
@@ -479,7 +495,7 @@ function wireUp() {
   };
   $("#login-name").addEventListener("keydown", (e) => { if (e.key === "Enter") $("#login-btn").click(); });
   $("#logout-btn").onclick = () => logout();
-  $("#drop-btn").onclick = () => { if (state.socket) state.socket.close(3000, "simulated drop"); };
+  $("#drop-btn").onclick = simulateDrop;
   $("#leave-btn").onclick = () => send({ type: "leave", room: state.room });
   $("#chat-send").onclick = () => {
     const text = $("#chat-input").value.trim();
