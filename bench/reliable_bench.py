@@ -1,7 +1,7 @@
 """What the reliable protocol costs, and how fast a resume catches up.
 
 1. **Broker CPU per push**, raw frames against ``tb.reliable.v1``: ``--tunnels`` clients
-   (acknowledging every 10 pushes, as the mini-program library does), broadcasts at
+   (acknowledging as the mini-program library does: every 32 pushes or 500 ms), broadcasts at
    ``--rate`` per second for ``--duration`` seconds; broker CPU (user + system, from
    /proc) divided by the pushes delivered. Alternating raw and reliable runs, ``--rounds``
    of each, so drift of the host hits both. ``--backend redis`` runs one pod on a
@@ -34,24 +34,30 @@ from common import (
     LOAD_CPU,
     ApiClient,
     ManagedProcess,
+    broker_metric,
     free_port,
     pin_to_cpu,
     start_broker,
+    start_webhook_receiver,
     write_apps_file,
 )
 from durable_cost import start_redis
 from websockets.asyncio.client import ClientConnection, connect
 
 SUBPROTOCOL = "tb.reliable.v1"
+ACK_EVERY, ACK_DELAY = 32, 0.5  # clients/miniprogram's defaults
 
 
 class Client:
-    """One tunnel's client: counts pushes; with the protocol, acknowledges every 10."""
+    """One tunnel's client: counts pushes; with the protocol, acknowledges them as the
+    mini-program library does by default (every 32 pushes, or 500 ms after the first
+    one not acknowledged)."""
 
     def __init__(self, ws: ClientConnection, reliable: bool) -> None:
         self.ws, self.reliable = ws, reliable
         self.received = 0
-        self.last = 0
+        self.last = self.acked = 0
+        self.timer: asyncio.TimerHandle | None = None
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -63,8 +69,19 @@ class Client:
             if isinstance(frame, str) and frame[0] == "m":
                 self.received += 1
                 self.last = int(frame[1 : frame.index(":")])
-                if self.last % 10 == 0:
-                    await ws.send(f"a{self.last}:")
+                if self.last - self.acked >= ACK_EVERY:
+                    self._ack()
+                elif self.timer is None:
+                    self.timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._ack)
+
+    def _ack(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.last > self.acked:
+            self.acked = self.last
+            task = asyncio.ensure_future(self.ws.send(f"a{self.last}:"))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 async def open_clients(api: ApiClient, port: int, count: int, reliable: bool) -> list[Client]:
@@ -102,6 +119,9 @@ async def push_cost(
     for client in clients:
         await client.ws.close()
     await asyncio.sleep(0.5)
+    left = broker_metric(broker, "tb_tunnels_open") or 0
+    if left:
+        print(f"  {left:.0f} tunnels still open after the run", file=sys.stderr)
     return {
         "delivered": delivered,
         "expected": expected,
@@ -151,9 +171,10 @@ def percentile(values: list[float], q: float) -> float:
 async def main(args: argparse.Namespace) -> None:
     pin_to_cpu(LOAD_CPU)
     tmp = Path(tempfile.mkdtemp(prefix="tb-reliable-bench-"))
+    receiver = start_webhook_receiver(tmp)
     apps = write_apps_file(
         tmp / "apps.toml",
-        "http://127.0.0.1:9/unused",
+        f"{receiver.base_url}/webhook",
         extra_limits={"resume_buffer_messages": "100000", "webhook_buffer_events": "1000000"},
     )
     extra: list[str] = []
@@ -180,6 +201,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         await api.aclose()
         broker.stop()
+        receiver.stop()
         if redis is not None:
             redis.kill()
     raw = statistics.median(r["us_per_push"] for _, rel, r in rows if not rel)

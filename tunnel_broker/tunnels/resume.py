@@ -23,7 +23,10 @@ class ResumeState:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.sent = 0  # sequence number of the last push
-        self.unacked: deque[tuple[int, str | bytes]] = deque()
+        # The pushes not acknowledged, oldest first: numbers ``sent - len + 1`` to
+        # ``sent``. Payloads only, no (number, payload) pair each: one object less per
+        # push kept, on the broadcast path (docs/performance.md).
+        self.unacked: deque[str | bytes] = deque()
         self.unacked_bytes = 0
         self.accepted = 0  # sequence number of the last client message relayed
 
@@ -34,7 +37,7 @@ class ResumeState:
         if len(self.unacked) >= self.max_messages or self.unacked_bytes + size > self.max_bytes:
             return None
         self.sent += 1
-        self.unacked.append((self.sent, payload))
+        self.unacked.append(payload)
         self.unacked_bytes += size
         return self.sent
 
@@ -43,14 +46,15 @@ class ResumeState:
         if seq > self.sent:
             return False
         unacked = self.unacked
-        while unacked and unacked[0][0] <= seq:
-            self.unacked_bytes -= len(unacked.popleft()[1])
+        for _ in range(seq - (self.sent - len(unacked))):
+            self.unacked_bytes -= len(unacked.popleft())
         return True
 
     def missed(self, after: int) -> list[tuple[int, str | bytes]]:
         """The pushes after ``after`` (the last one the client received), in order."""
         self.acknowledge(min(after, self.sent))
-        return list(self.unacked)
+        first = self.sent - len(self.unacked) + 1
+        return list(enumerate(self.unacked, start=first))
 
     def accept(self, seq: int) -> Accept:
         if seq == self.accepted + 1:

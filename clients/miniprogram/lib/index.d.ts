@@ -86,9 +86,9 @@ export interface TunnelClientOptions {
   maxReconnectAttempts?: number;
   /** Messages kept until acknowledged by the broker; `send` returns false beyond. Default 1000. */
   queueLimit?: number;
-  /** Acknowledge after this many pushes... Default 10. */
+  /** Acknowledge after this many pushes... Default 32. */
   ackEvery?: number;
-  /** ...or this many ms after the first unacknowledged one. Default 50. */
+  /** ...or this many ms after the first unacknowledged one. Default 500. */
   ackDelay?: number;
   /** Reconnect on wx.onAppShow / wx.onNetworkStatusChange / window 'online' / tab shown. Default true. */
   watchSystemEvents?: boolean;

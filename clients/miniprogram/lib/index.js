@@ -54,8 +54,12 @@
     maxReconnectDelay: 30000,
     maxReconnectAttempts: Infinity,
     queueLimit: 1000,
-    ackEvery: 10,
-    ackDelay: 50,
+    // Acknowledgements only let the broker forget pushes (a resume starts from the last
+    // push received, not the last acknowledged): a few a second are plenty, and each costs
+    // the broker a frame to read (bench/reliable_bench.py: 16% more CPU per push than raw
+    // frames with these, 30% when acknowledging every 10 pushes).
+    ackEvery: 32,
+    ackDelay: 500,
     watchSystemEvents: true
   };
 
