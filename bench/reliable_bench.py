@@ -216,7 +216,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{int(result['delivered'])} of {int(result['expected'])} |"
         )
     print(f"| median | raw | {raw:.1f} | |")
-    print(f"| median | reliable | {rel:.1f} (+{(rel / raw - 1) * 100:.0f}%) | |")
+    print(f"| median | reliable | {rel:.1f} ({(rel / raw - 1) * 100:+.0f}%) | |")
     ms = [v * 1000 for v in latencies]
     print(
         f"\nresume with 100 missed pushes, {len(ms)} times: p50 {percentile(ms, 0.5):.1f} ms, "
