@@ -14,15 +14,14 @@ import base64
 import contextlib
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.broker import AppClient, BrokerHandle, app_config, new_secret, run_broker
-from tests.support.receiver import WebhookReceiver
+from tests.support.reliable_world import World
+from tests.support.reliable_world import world_of as reliable_world_of
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import check_for
 from tests.wafer.node import Line, NodeProcess
@@ -54,44 +53,13 @@ def test_the_library_unit_tests_pass(installed: None) -> None:
     assert "# fail 0" in result.stdout, result.stdout[-3000:]
 
 
-@dataclass
-class World:
-    broker: BrokerHandle
-    receiver: WebhookReceiver
-    api: AppClient
-
-    async def tunnel(self, user: str = "u1") -> tuple[str, str]:
-        issued = await self.api.issue(user)
-        return issued["tunnel_id"], issued["connect_url"]
-
-    def kinds(self, tunnel_id: str) -> list[str]:
-        return [e["type"] for e in self.receiver.events_of(tunnel_id)]
-
-    def messages(self, tunnel_id: str) -> list[str]:
-        """The tunnel's messages at the business server (binary as ``base64:<data>``)."""
-        return [
-            e["data"] if "data" in e else "base64:" + e["data_base64"]
-            for e in self.receiver.events_of(tunnel_id, "tunnel.message")
-        ]
-
-    async def push(self, tunnel_id: str, payloads: Iterable[str], rate: float = 0) -> None:
-        """One API call per push (at ``rate`` per second, or as fast as they go)."""
-        for n, data in enumerate(payloads):
-            response = await self.api.send({"tunnels": [tunnel_id]}, data=data)
-            assert response.status_code == 200, response.text
-            assert response.json()["not_connected"] == [], response.json()
-            if rate:
-                await asyncio.sleep(1 / rate if n % 10 else 0)
-
-
 @contextlib.asynccontextmanager
 async def world_of(**limits: Any) -> AsyncIterator[World]:
-    receiver = WebhookReceiver(secret=new_secret())
-    async with receiver.serving():
-        limits = {"messages_per_second": 1000, "message_burst": 1000, **limits}
-        config = app_config("demo", receiver.url, receiver.secret, **limits)
-        async with run_broker([config]) as broker:
-            yield World(broker, receiver, broker.client("demo"))
+    """Rates high enough for the bursts these tests send."""
+    async with reliable_world_of(
+        **{"messages_per_second": 1000, "message_burst": 1000, **limits}
+    ) as world:
+        yield world
 
 
 @pytest.fixture

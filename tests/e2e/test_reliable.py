@@ -6,68 +6,23 @@ clients that do not ask for the protocol unchanged."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.support.broker import AppClient, BrokerHandle, app_config, new_secret, run_broker
-from tests.support.receiver import WebhookReceiver
 from tests.support.reliable_client import SUBPROTOCOL, ReliableClient
+from tests.support.reliable_world import World, world_of
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import check_for
-
-
-@dataclass
-class World:
-    broker: BrokerHandle
-    receiver: WebhookReceiver
-    api: AppClient
-
-    async def tunnel(self, user: str = "u1") -> tuple[str, str]:
-        issued = await self.api.issue(user)
-        return issued["tunnel_id"], issued["connect_url"]
-
-    def kinds(self, tunnel_id: str) -> list[str]:
-        return [e["type"] for e in self.receiver.events_of(tunnel_id)]
-
-    def messages(self, tunnel_id: str) -> list[str]:
-        """The tunnel's messages (binary ones as ``base64:<data_base64>``)."""
-        return [
-            e["data"] if "data" in e else "base64:" + e["data_base64"]
-            for e in self.receiver.events_of(tunnel_id, "tunnel.message")
-        ]
-
-
-@contextlib.asynccontextmanager
-async def world_of(**limits: Any) -> AsyncIterator[World]:
-    receiver = WebhookReceiver(secret=new_secret())
-    async with receiver.serving():
-        config = app_config("demo", receiver.url, receiver.secret, **limits)
-        async with run_broker([config]) as broker:
-            yield World(broker, receiver, broker.client("demo"))
 
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     async with world_of() as w:
         yield w
-
-
-async def push_stream(api: AppClient, tunnel_id: str, count: int, rate: float) -> None:
-    """``count`` pushes to one tunnel at ``rate`` per second, each its own API call."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for n in range(count):
-        response = await api.send({"tunnels": [tunnel_id]}, data=str(n))
-        assert response.status_code == 200, response.text
-        assert response.json()["not_connected"] == [], response.json()
-        await asyncio.sleep(max(0.0, started + (n + 1) / rate - loop.time()))
 
 
 async def test_the_protocol_numbers_acknowledges_and_answers_heartbeats(world: World) -> None:
@@ -112,7 +67,7 @@ async def test_pushes_during_a_cut_connection_arrive_after_the_resume_in_order_o
     try:
         client = ReliableClient(url)
         await client.connect(url.replace(f":{proxy.upstream[1]}/", f":{proxy.port}/"))
-        stream = asyncio.create_task(push_stream(world.api, tunnel_id, 1000, 200))
+        stream = asyncio.create_task(world.push(tunnel_id, map(str, range(1000)), 200))
         await client.wait_for(lambda: len(client.received) >= 200)
         for n in range(10):
             await client.send(f"before {n}")

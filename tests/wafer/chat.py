@@ -99,6 +99,13 @@ class Chat:
         self.broker_url = ""
         self.clients: list[NodeProcess] = []
 
+    def behind_load_balancer(self, pods: list[Any]) -> None:
+        """The clients' sockets land on pod 0 whatever URL they are given (the business
+        server gives them pod 1's, where it calls the tunnel service)."""
+        ws = [f"ws://127.0.0.1:{pod.port}" for pod in pods]
+        self.socket_origins = {ws[1]: ws[0]}
+        self.pod_urls = [pod.url for pod in pods]
+
     async def client(self, name: str) -> NodeProcess:
         sdk = "wafer1" if self.generation == "qcloud" else "wafer2"
         client = NodeProcess(name, ["client.js", sdk, "--reconnect-increase-ms", "100"])
@@ -150,6 +157,13 @@ async def accepted_sockets(pod_url: str) -> float:
         for line in text.splitlines()
         if line.startswith("tb_connects_total{") and 'result="accepted"' in line
     )
+
+
+async def cross_pod_scenario(chat: Chat) -> None:
+    """``chat_scenario`` with the sockets on pod 0 and the business server's calls on pod 1."""
+    await chat_scenario(chat)
+    accepted = [await accepted_sockets(url) for url in chat.pod_urls]
+    assert accepted[0] >= 3 and accepted[1] == 0, accepted
 
 
 async def chat_scenario(chat: Chat) -> None:

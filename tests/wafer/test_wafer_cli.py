@@ -95,13 +95,12 @@ async def _all(codes: Any, expected: int) -> bool:
     return all(code == expected for code in await codes)
 
 
+NEW_APP = ("new", "--id", "legacy", "--webhook-url", "https://biz.example.test/hooks")
+
+
 def test_a_new_apps_file_entry_with_wafer_mode(tmp_path: Path) -> None:
     result = cli(
-        "new",
-        "--id",
-        "legacy",
-        "--webhook-url",
-        "https://biz.example.test/hooks",
+        *NEW_APP,
         "--wafer-host",
         HOST,
         "--wafer-host",
@@ -125,7 +124,7 @@ def test_a_new_apps_file_entry_with_wafer_mode(tmp_path: Path) -> None:
 
 
 def test_bad_wafer_flags_are_refused_clearly() -> None:
-    base = ["new", "--id", "legacy", "--webhook-url", "https://biz.example.test/hooks"]
+    base = NEW_APP
     no_host = cli(*base, "--wafer-heartbeat-seconds", "5")
     assert no_host.returncode == 2 and "--wafer-host" in no_host.stderr
     too_fast = cli(*base, "--wafer-host", HOST, "--wafer-heartbeat-seconds", "0")
