@@ -140,6 +140,7 @@ class Node:
         user_id: str,
         identity: dict[str, Any],
         meta: dict[str, Any],
+        reason: str = "node_lost",
     ) -> int | None:
         """Report a dead pod's tunnel closed; the report's epoch (batching.py)."""
         app = self.apps.get(app_id)
@@ -148,7 +149,7 @@ class Node:
             return None
         fragment = events.tunnel_fragment(app_id, tunnel_id, user_id, identity, meta)
         epoch = new_epoch()
-        self.events.emit(app, events.closed(fragment, tunnel_id, 1006, "node_lost"), epoch=epoch)
+        self.events.emit(app, events.closed(fragment, tunnel_id, 1006, reason), epoch=epoch)
         self.metrics.closes.labels(app_id, "1006").inc()
         return epoch
 

@@ -4,11 +4,17 @@ and its client resuming on the pod that held it gets them, in order, with no eve
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 
-from tests.support.cluster import cluster_of
+import httpx
+
+from tests.support.cluster import LEASE, cluster_of
 from tests.support.redis_server import RedisServer
 from tests.support.reliable_client import ReliableClient
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import check_for
 
 
@@ -44,3 +50,92 @@ async def test_a_dropped_tunnel_is_resumable_everywhere_and_resumes_on_its_pod(
             await check_for(10, lambda: state_is("open"), what="open again")
         assert [e["type"] for e in cluster.receiver.events] == ["tunnel.connected"]
         await client.close()
+
+
+async def push_stream(http: httpx.AsyncClient, tunnel_id: str, count: int, rate: float) -> None:
+    """``count`` pushes at ``rate``/s, one API call each; every one is taken (a tunnel
+    whose pod died keeps them for its resume)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for n in range(count):
+        body = {"messages": [{"to": {"tunnels": [tunnel_id]}, "data": str(n)}]}
+        response = await http.post("/v1/messages", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["not_connected"] == [], (n, response.json())
+        await asyncio.sleep(max(0.0, started + (n + 1) / rate - loop.time()))
+
+
+async def test_a_cut_connection_resumes_on_another_pod_with_nothing_lost(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """1,000 pushes at 200/s through pod 2; the socket on pod 0 is cut (pod 0 goes on
+    writing into it); 2 s later the client resumes on pod 1."""
+    async with cluster_of(tmp_path, redis_server, on_events=None) as cluster:
+        issued = await cluster.issue(1, "fay")
+        tunnel_id = issued["tunnel_id"]
+        proxy = TcpProxy(cluster.pods[0].port)
+        proxy.start()
+        try:
+            client = ReliableClient(
+                cluster.on_pod(0, issued).replace(f":{cluster.pods[0].port}/", f":{proxy.port}/")
+            )
+            await client.connect()
+            async with cluster.api(2) as http:
+                stream = asyncio.create_task(push_stream(http, tunnel_id, 1000, 200))
+                await client.wait_for(lambda: len(client.received) >= 200)
+                for n in range(10):
+                    await client.send(f"before {n}")
+                await asyncio.sleep(0.2)
+                proxy.cut()
+                for n in range(10):
+                    await client.send(f"lost {n}")
+                client.abandon()
+                await asyncio.sleep(2)
+                welcome = await client.connect(cluster.on_pod(1, issued))
+                assert welcome["resumed"] is True, welcome
+                await client.send("after")
+                await stream
+                await client.wait_for(lambda: len(client.received) == 1000, seconds=15)
+        finally:
+            proxy.stop()
+        assert client.received == [str(n) for n in range(1000)]
+        assert client.duplicates == client.gaps == 0
+        expected = [f"before {n}" for n in range(10)] + [f"lost {n}" for n in range(10)]
+        messages = lambda: [  # noqa: E731
+            e["data"] for e in cluster.receiver.events if e["type"] == "tunnel.message"
+        ]
+        await check_for(20, lambda: len(messages()) >= 21, what="every message")
+        await asyncio.sleep(0.3)
+        assert messages() == [*expected, "after"]
+        assert [e["type"] for e in cluster.receiver.events if e["type"] != "tunnel.message"] == [
+            "tunnel.connected"
+        ]
+
+
+async def test_a_client_resumes_on_another_pod_after_its_pod_is_killed(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    async with cluster_of(tmp_path, redis_server, on_events=None) as cluster:
+        issued = await cluster.issue(1, "gus")
+        tunnel_id = issued["tunnel_id"]
+        client = ReliableClient(cluster.on_pod(0, issued))
+        await client.connect()
+        async with cluster.api(2) as http:
+            stream = asyncio.create_task(push_stream(http, tunnel_id, 1000, 200))
+            await client.wait_for(lambda: len(client.received) >= 200)
+            assert cluster.pods[0].proc is not None
+            os.kill(cluster.pods[0].proc.pid, signal.SIGKILL)
+            await client.wait_for(lambda: client.closed is not None)
+            client.abandon()
+            await asyncio.sleep(2)
+            welcome = await client.connect(cluster.on_pod(1, issued))
+            assert welcome["resumed"] is True, welcome
+            await stream
+            await client.wait_for(lambda: len(client.received) == 1000, seconds=15)
+        assert client.received == [str(n) for n in range(1000)]
+        assert client.duplicates == client.gaps == 0
+        await asyncio.sleep(LEASE * 2)  # pod 0 reaped meanwhile: the tunnel lives on
+        assert [e["type"] for e in cluster.receiver.events] == ["tunnel.connected"]
+        async with cluster.api(2) as http:
+            presence = await http.get(f"/v1/tunnels/{tunnel_id}")
+            assert presence.json()["node_id"] == "pod-1"

@@ -16,7 +16,7 @@ from tunnel_broker.apps import App
 from tunnel_broker.ratelimit import TokenBucket
 from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import ABUSE_REASONS, CloseCode
-from tunnel_broker.tunnels.resume import Accept, ResumeState
+from tunnel_broker.tunnels.resume import Accept, ResumeState, SharedSequences
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
 from tunnel_broker.webhooks.batching import new_epoch
 
@@ -46,14 +46,17 @@ class Tunnel:
         "on_close",
         "on_end",
         "parked",
+        "pending",
         "predecessor",
         "reliable",
         "replaced",
         "resume_after",
         "resumed",
+        "shared",
         "tunnel_id",
         "user_id",
         "writer",
+        "written",
     )
 
     def __init__(
@@ -119,6 +122,12 @@ class Tunnel:
         self.live = not numbered
         self.parked = False
         self._ack_due = False
+        # Redis mode: the sequences live in Redis (``shared``); pushes arrive numbered,
+        # perhaps out of order (``pending`` until their turn), and ``written`` is the last
+        # one written to the socket.
+        self.shared: SharedSequences | None = None
+        self.pending: dict[int, str | bytes] = {}
+        self.written = 0
 
     def __repr__(self) -> str:
         return f"Tunnel(app={self.app.id!r}, id={self.tunnel_id!r}, user={self.user_id!r})"
@@ -152,6 +161,8 @@ class Tunnel:
         payload = message.get("text")
         if payload is None:
             payload = message.get("bytes") or b""
+        if self.shared is not None:
+            return self.shared.push(self, payload)
         seq = state.record(payload)
         if seq is None:
             self.close(CloseCode.RESUME_BUFFER_FULL, "resume_buffer_full")
@@ -170,11 +181,43 @@ class Tunnel:
 
     # ---- the reliable protocol -----------------------------------------------------------
 
+    def push_numbered(self, seq: int, payload: str | bytes) -> bool:
+        """A push numbered elsewhere (``shared``): written in number order, once; a gap
+        is fetched (a push numbered by another pod may come later, or never here)."""
+        if self.close_code is not None:
+            return False
+        if seq <= self.written:
+            return True  # had it
+        state = self.reliable
+        if state is not None and seq > state.sent:
+            state.sent = seq
+        self.pending[seq] = payload
+        if self.live:
+            self._write_pending()
+        return True
+
+    def _write_pending(self) -> None:
+        pending = self.pending
+        while self.written + 1 in pending:
+            self.written += 1
+            frame = reliable.data_frame(self.written, pending.pop(self.written))
+            self._write(send_message(frame))
+        if pending and self.shared is not None:
+            self.shared.refill(self, self.written, min(pending) - 1)
+
     def welcome(self, window_seconds: float) -> None:
         """The socket is open (its writer still held): the welcome, then every push the
         client has not received, before anything pushed from now on."""
         state = self.reliable
         if state is None:
+            return
+        if self.shared is not None:  # the pushes are in ``pending`` (``push_numbered``)
+            welcome = reliable.welcome_frame(
+                self.tunnel_id, self.resumed, state.accepted, window_seconds
+            )
+            self._write(send_message(welcome))
+            self.live = True
+            self._write_pending()
             return
         after = self.resume_after if self.resumed and self.resume_after is not None else 0
         welcome = reliable.welcome_frame(
@@ -209,11 +252,15 @@ class Tunnel:
             if verdict is Accept.GAP:
                 self.close(CloseCode.PROTOCOL_ERROR, "sequence_gap")
                 return None
+            if verdict is Accept.NEW and self.shared is not None:
+                self.shared.accepted(self, parsed.seq)
             self._acknowledge_soon()
             return parsed.payload if verdict is Accept.NEW else None
         if kind == reliable.ACK:
             if not state.acknowledge(parsed.seq):
                 self.close(CloseCode.PROTOCOL_ERROR, "ack_beyond_sent")
+            elif self.shared is not None:
+                self.shared.acknowledged(self, parsed.seq)
         else:
             self._write(send_message(reliable.HEARTBEAT_FRAME))
         return None

@@ -34,7 +34,7 @@ from tunnel_broker.backend.base import (
     TooManyTunnels,
     TunnelRecord,
 )
-from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis import keys, routing
 from tunnel_broker.backend.redis.adoption import Adoption
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
 from tunnel_broker.backend.redis.connection import pod_clients
@@ -54,6 +54,7 @@ from tunnel_broker.backend.redis.order import EventOrder
 from tunnel_broker.backend.redis.reach import PublishReach
 from tunnel_broker.backend.redis.registry import TunnelRegistry
 from tunnel_broker.backend.redis.rejoin import Rejoin
+from tunnel_broker.backend.redis.resumes import Numberer, ResumeStore, SharedInRedis
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
 from tunnel_broker.backend.redis.subscription import Subscription
 from tunnel_broker.backend.redis.takeovers import TakeoverNotices
@@ -122,6 +123,10 @@ class RedisBackend(Backend):
         self.unrecorded = UnrecordedCloses(self.registry, self.order, node_id)
         self.rejoin = Rejoin(self.registry, self.order, node_id, self._new_conn)
         self.upkeep = Upkeep(self)
+        self.resumes = ResumeStore(self.redis, node_id, self.health)
+        self.sequences = SharedInRedis(
+            self.resumes, Numberer(self.resumes, self.health.mark_unhealthy), self.health
+        )
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.
         self._conns: dict[Tunnel, str] = {}
@@ -167,6 +172,7 @@ class RedisBackend(Backend):
         if self.health.healthy:
             await self.unrecorded.record_all()
         await self.order.stop()
+        await self.resumes.stop()
         await self.journal.stop()
         with contextlib.suppress(RedisError):
             await self.leases.goodbye()
@@ -214,15 +220,17 @@ class RedisBackend(Backend):
 
     # ---- pub/sub ------------------------------------------------------------------------
 
-    async def _publish(self, channel: str, message: ControlMessage) -> int:
+    async def publish(self, channel: str, message: ControlMessage) -> int:
         """Publish; how many subscribers received it."""
         return await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
+
+    _publish = publish
 
     async def _apply(self, message: ControlMessage) -> None:
         """Carry out another pod's message on this pod's tunnels, through the hub."""
         hub = self.hub
         if isinstance(message, Push):
-            await hub.push_sliced(message.app_id, message.target, message.payload)
+            await routing.apply(self, message)
         elif isinstance(message, Close):
             hub.close(message.app_id, message.target, message.code, message.reason)
         elif isinstance(message, Replace):
@@ -268,6 +276,9 @@ class RedisBackend(Backend):
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
         for group in set(written.groups) - tunnel.groups:
             self.hub.join(tunnel, group)
+        if tunnel.reliable is not None:
+            took_over = bool(written.previous_node)
+            await self.sequences.attached(tunnel, took_over, written.sent, written.accepted)
         if not written.previous_node or written.previous_node == self.node_id:
             return took_over_here
         # Taken over from another pod: that pod closes its socket with 4409.
@@ -319,33 +330,7 @@ class RedisBackend(Backend):
         return await self.health.call(self.registry.owners(app_id, tunnel_ids))
 
     async def push(self, app_id: str, target: Target, payload: str | bytes) -> list[str]:
-        hub = self.hub
-        if target.kind != "tunnels":
-            receivers = await self._publish(keys.BROADCAST, Push(app_id, target, payload))
-            # Published first, so the other pods work while this one pushes its share.
-            await hub.push_sliced(app_id, target, payload)
-            self.reach.check_all(receivers)
-            return []
-        if all(hub.open_tunnel(app_id, t) is not None for t in target.ids):
-            # All here and open (a reply to a client of this pod, say): no lookup needed.
-            # A closing socket may have been taken over by another pod: look that up.
-            here = await hub.push_sliced(app_id, target, payload)
-            return [t for t in dict.fromkeys(target.ids) if t not in here]
-        by_node: dict[str, list[str]] = {}
-        for tunnel_id, node in (await self._owners(app_id, target.ids)).items():
-            by_node.setdefault(node, []).append(tunnel_id)
-        pushed: set[str] = set()
-        for node, tunnel_ids in by_node.items():
-            some = Target("tunnels", tuple(tunnel_ids))
-            if node == self.node_id:
-                pushed |= await hub.push_sliced(app_id, some, payload)
-            else:  # nobody listening for the pod: it died, its tunnels are not connected
-                receivers = await self._publish(
-                    keys.node_channel(node), Push(app_id, some, payload)
-                )
-                if self.reach.check_one(receivers, node):
-                    pushed.update(tunnel_ids)
-        return [t for t in dict.fromkeys(target.ids) if t not in pushed]
+        return await routing.push(self, app_id, target, payload)
 
     async def close(self, app_id: str, target: Target, code: int, reason: str) -> int:
         message = Close(app_id, target, code, reason)

@@ -19,6 +19,16 @@ def owed(app_id: str, tunnel_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:o:{tunnel_id}"
 
 
+def resume_state(app_id: str, tunnel_id: str) -> str:
+    """Hash of a reliable tunnel's sequences: ``sent``, ``accepted`` (``resumes.py``)."""
+    return f"{PREFIX}:{{{app_id}}}:rs:{tunnel_id}"
+
+
+def resume_buffer(app_id: str, tunnel_id: str) -> str:
+    """Stream of a reliable tunnel's pushes not acknowledged, ids ``<seq>-1``."""
+    return f"{PREFIX}:{{{app_id}}}:rb:{tunnel_id}"
+
+
 def owed_prefix(app_id: str) -> str:
     """What the scripts prepend to a tunnel id to find its owed set."""
     return f"{PREFIX}:{{{app_id}}}:o:"
@@ -62,6 +72,9 @@ NODES = f"{PREFIX}:nodes"  # sorted set: node id -> lease expiry (unix seconds)
 APPS = f"{PREFIX}:apps"  # hash: app id -> app JSON
 SECRET_KEY = f"{PREFIX}:secret-key"
 REAP_LOCK = f"{PREFIX}:reap-lock:"
+# sorted set: ``app NUL tunnel NUL conn`` of reliable tunnels whose pod died -> the end of
+# their resume window (unix seconds): a resume takes them over, else they end then
+PARKED = f"{PREFIX}:parked"
 
 
 def node_channel(node_id: str) -> str:

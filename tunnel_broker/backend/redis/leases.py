@@ -23,7 +23,7 @@ logger = logging.getLogger("tunnel_broker.backend.redis")
 
 # Reports a lost tunnel closed: (app_id, tunnel_id, user_id, identity, meta); returns the
 # epoch of the report (webhooks/batching.py), None if nothing was reported.
-LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any]], int | None]
+LostTunnelReporter = Callable[[str, str, str, dict[str, Any], dict[str, Any], str], int | None]
 # Called once a reaped tunnel's report is queued: (app_id, tunnel_id, epoch)
 LetGo = Callable[[str, str, int | None], None]
 # Takes a pod's journals (adoption.py): (node_id)
@@ -125,6 +125,12 @@ class NodeLeases:
             holder = await self.registry.holder(app_id, tunnel_id)
             if holder is None or holder.node != node_id:
                 continue  # closed, or taken over by a live pod meanwhile
+            if holder.resume_window > 0:
+                # A reliable tunnel waits for its client to resume on a live pod (its
+                # pushes are kept in Redis); it ends when its window passes.
+                member = "\0".join((app_id, tunnel_id, holder.conn))
+                await self.redis.zadd(keys.PARKED, {member: time.time() + holder.resume_window})
+                continue
             # This pod reports the tunnel closed now: it owes that event in the dead
             # pod's place (order.py).
             removed = await self.registry.remove(
@@ -133,13 +139,41 @@ class NodeLeases:
             if removed.removed:
                 lost += 1
                 epoch = self.report_lost(
-                    app_id, tunnel_id, holder.user_id, holder.identity, holder.meta
+                    app_id, tunnel_id, holder.user_id, holder.identity, holder.meta, "node_lost"
                 )
                 self.let_go(app_id, tunnel_id, epoch)
         await self.redis.delete(keys.node_tunnels(node_id))
         if announce:
             await self.redis.zrem(keys.NODES, node_id)
         return lost
+
+    async def end_parked(self) -> int:
+        """End the reliable tunnels of dead pods whose resume window passed without a
+        resume (``reap``); claimed one by one, so each is reported once."""
+        due = await self.redis.zrangebyscore(keys.PARKED, "-inf", time.time(), start=0, num=100)
+        ended = 0
+        for member in map(str, cast(list[Any], due)):
+            if not await self.redis.zrem(keys.PARKED, member):
+                continue  # another pod claimed it
+            app_id, tunnel_id, conn = member.split("\0")
+            holder = await self.registry.holder(app_id, tunnel_id)
+            if holder is None or holder.conn != conn:
+                continue  # resumed: taken over by a live pod
+            removed = await self.registry.remove(
+                app_id, tunnel_id, holder.user_id, conn, self.node_id, holder.node
+            )
+            if removed.removed:
+                ended += 1
+                epoch = self.report_lost(
+                    app_id,
+                    tunnel_id,
+                    holder.user_id,
+                    holder.identity,
+                    holder.meta,
+                    "resume_expired",
+                )
+                self.let_go(app_id, tunnel_id, epoch)
+        return ended
 
     async def goodbye(self) -> None:
         """Drop the lease so nobody reaps tunnels this pod already closed."""

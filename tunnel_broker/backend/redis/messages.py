@@ -31,11 +31,14 @@ class MalformedMessage(BrokerError):
 
 @dataclass(frozen=True, slots=True)
 class Push:
-    """Push a payload to the receiving pod's tunnels of ``target``."""
+    """Push a payload to the receiving pod's tunnels of ``target``. ``numbers``, for
+    named reliable tunnels: the number Redis gave the push for each id (0: a tunnel of
+    raw frames), in ``target.ids`` order (``resumes.py``)."""
 
     app_id: str
     target: Target
     payload: str | bytes
+    numbers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,8 @@ def encode(message: ControlMessage, sender: str) -> str:
             if isinstance(payload, str)
             else {"b64": base64.b64encode(payload).decode()}
         )
+        if message.numbers:
+            wire["numbers"] = list(message.numbers)
     elif isinstance(message, Close):
         wire = _head("close", message.app_id, message.target)
         wire.update(code=message.code, reason=message.reason)
@@ -143,6 +148,19 @@ def _payload(wire: dict[str, Any]) -> str | bytes:
     raise MalformedMessage("'payload' has neither 'text' nor 'b64'")
 
 
+def _numbers(wire: dict[str, Any], target: Target) -> tuple[int, ...]:
+    numbers = wire.get("numbers")
+    if numbers is None:
+        return ()
+    if (
+        not isinstance(numbers, list)
+        or len(numbers) != len(target.ids)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers)
+    ):
+        raise MalformedMessage("'numbers' is not a number per tunnel id")
+    return tuple(numbers)
+
+
 def decode(data: str | bytes) -> tuple[str, ControlMessage]:
     """``(sender node id, message)``; raises ``MalformedMessage``."""
     try:
@@ -157,7 +175,7 @@ def decode(data: str | bytes) -> tuple[str, ControlMessage]:
     target = _target(wire)
     message: ControlMessage
     if op == "deliver":
-        message = Push(app_id, target, _payload(wire))
+        message = Push(app_id, target, _payload(wire), _numbers(wire, target))
     elif op == "close":
         message = Close(app_id, target, _field(wire, "code", int), _field(wire, "reason", str))
     elif op == "replace":

@@ -52,6 +52,8 @@ class Written:
     groups: list[str]  # the tunnel's groups, old and new
     owed: list[str]  # pods that may hold undelivered events of the tunnel
     life: str  # the connection that began the tunnel's lifecycle (``scripts.ATTACH``)
+    sent: int = 0  # reliable protocol: pushes numbered so far (``resumes.py``)
+    accepted: int = 0  # and the last client message accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,7 @@ class Holder:
     user_id: str
     identity: dict[str, Any]
     meta: dict[str, Any]
+    resume_window: float = 0.0  # a reliable tunnel's: it waits that long for a resume
 
 
 class TunnelRegistry:
@@ -96,6 +99,8 @@ class TunnelRegistry:
                 keys.tunnel(app_id, tunnel.tunnel_id),
                 keys.user_index(app_id, tunnel.user_id),
                 keys.owed(app_id, tunnel.tunnel_id),
+                keys.resume_state(app_id, tunnel.tunnel_id),
+                keys.resume_buffer(app_id, tunnel.tunnel_id),
             ],
             args=[
                 self.node_id,
@@ -109,6 +114,10 @@ class TunnelRegistry:
                 keys.group_prefix(app_id),
                 limit,
                 "1" if here else "0",
+                "1" if tunnel.reliable is not None else "0",
+                "1" if tunnel.resume_after is not None else "0",
+                tunnel.app.limits.resume_buffer_messages,
+                tunnel.app.limits.resume_window_seconds,
             ],
         )
         if result[0] == "!":
@@ -116,13 +125,15 @@ class TunnelRegistry:
         await self.redis.sadd(
             keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
         )
-        old_node, old_conn, merged, owed, life = result
+        old_node, old_conn, merged, owed, life, sent, accepted = result
         return Written(
             str(old_node),
             str(old_conn),
             list(json.loads(merged)),
             texts(json.loads(owed)),
             str(life),
+            int(sent),
+            int(accepted),
         )
 
     async def mark_resumable(self, tunnel: Tunnel, conn: str) -> None:
@@ -144,6 +155,8 @@ class TunnelRegistry:
                 keys.tunnel(app_id, tunnel_id),
                 keys.user_index(app_id, user_id),
                 keys.owed(app_id, tunnel_id),
+                keys.resume_state(app_id, tunnel_id),
+                keys.resume_buffer(app_id, tunnel_id),
             ],
             args=[conn, tunnel_id, keys.group_prefix(app_id), owes, settled],
         )
@@ -198,6 +211,7 @@ class TunnelRegistry:
             raw.get("user", ""),
             json.loads(raw.get("identity") or "{}"),
             json.loads(raw.get("meta") or "{}"),
+            float(raw.get("rwin") or 0) if raw.get("rel") == "1" else 0.0,
         )
 
     async def owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:

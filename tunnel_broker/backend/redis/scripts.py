@@ -6,16 +6,19 @@ from __future__ import annotations
 # it not yet delivered; a pod holding the tunnel delivers none of its own until every
 # other pod is off that set (docs/design.md, "Event order across pods").
 
-# KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
+# KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set, KEYS[4] resume state,
+# KEYS[5] resume buffer
 # ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
 #       group key prefix, max tunnels per user (0: no check), "1" if the tunnel has a
-#       socket open on this pod
+#       socket open on this pod, "1" if the socket speaks the reliable protocol, "1" if
+#       it resumes (else the tunnel's sequences start afresh), pushes it may keep, its
+#       resume window (seconds)
 # A takeover from another pod puts that pod on the owed set. The record's *life* is the
 # connection whose ``tunnel.connected`` began the tunnel's current lifecycle: a takeover
 # keeps it (``unrecorded.py``); a record of this pod without a socket here is of one that
 # ended (or was refused), so a new socket begins a new life. Returns {previous node or
-# "", previous conn or "", merged groups json, owed pods json, life}, or {"!"} when a new
-# tunnel would exceed the user's limit.
+# "", previous conn or "", merged groups json, owed pods json, life, pushes numbered so far,
+# last client message accepted}, or {"!"} when a new tunnel would exceed the user's limit.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
@@ -44,16 +47,21 @@ redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'user', ARGV[3],
   'identity', ARGV[4], 'meta', ARGV[5], 'groups', merged, 'connected_at', ARGV[7],
   'life', life)
 redis.call('HDEL', KEYS[1], 'state')
+if ARGV[12] == '1' then redis.call('HSET', KEYS[1], 'rel', '1', 'rmax', ARGV[14], 'rwin', ARGV[15])
+else redis.call('HDEL', KEYS[1], 'rel', 'rmax', 'rwin') end
+if ARGV[13] ~= '1' or old_node == '' then redis.call('DEL', KEYS[4], KEYS[5]) end
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
 if old_node ~= '' and old_node ~= ARGV[1] then redis.call('SADD', KEYS[3], old_node) end
 local owed = redis.call('SMEMBERS', KEYS[3])
 local owed_json = '[]'
 if #owed > 0 then owed_json = cjson.encode(owed) end
-return {old_node, old_conn, merged, owed_json, life}
+return {old_node, old_conn, merged, owed_json, life,
+  redis.call('HGET', KEYS[4], 'sent') or '0', redis.call('HGET', KEYS[4], 'accepted') or '0'}
 """
 
-# KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set
+# KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set, KEYS[4] resume state,
+# KEYS[5] resume buffer
 # ARGV: conn, tunnel_id, group key prefix, pod to put on the owed set (or ""), pod to
 #       take off it (or "")
 # Removes the record only if it still belongs to connection ``conn``, and updates the
@@ -67,7 +75,7 @@ if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
     for _, g in ipairs(cjson.decode(groups)) do redis.call('ZREM', ARGV[3] .. g, ARGV[2]) end
   end
   redis.call('ZREM', KEYS[2], ARGV[2])
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
   removed = 1
 end
 if ARGV[5] ~= '' then redis.call('SREM', KEYS[3], ARGV[5]) end
@@ -196,5 +204,34 @@ return out
 PARK = """
 if redis.call('HGET', KEYS[1], 'conn') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'resumable')
+return 1
+"""
+
+
+# The reliable protocol's pushes (``resumes.py``). KEYS[1] tunnel record, KEYS[2] resume
+# state, KEYS[3] resume buffer. ARGV: "t" text | "b" bytes (base64), payload, the pod
+# that must hold the tunnel (or "": any). The record's ``rmax`` bounds the pushes kept.
+# Both keys go with the record (DETACH).
+# Numbers the push and keeps it until acknowledged, if the tunnel is reliable (and held by
+# that pod). Returns {holder or "", number: 0 not reliable (or not held there), -1 its
+# buffer is full}.
+NUMBER_PUSH = """
+local node = redis.call('HGET', KEYS[1], 'node')
+if not node then return {'', 0} end
+if redis.call('HGET', KEYS[1], 'rel') ~= '1' or (ARGV[3] ~= '' and node ~= ARGV[3]) then
+  return {node, 0}
+end
+local max = tonumber(redis.call('HGET', KEYS[1], 'rmax') or '1000')
+if redis.call('XLEN', KEYS[3]) >= max then return {node, -1} end
+local seq = redis.call('HINCRBY', KEYS[2], 'sent', 1)
+redis.call('XADD', KEYS[3], seq .. '-1', 'k', ARGV[1], 'p', ARGV[2])
+return {node, seq}
+"""
+
+# KEYS[1] resume state; ARGV: a client message number. Raises ``accepted`` to it.
+MARK_ACCEPTED = """
+if tonumber(redis.call('HGET', KEYS[1], 'accepted') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'accepted', ARGV[1])
+end
 return 1
 """

@@ -76,6 +76,7 @@ class Upkeep:
                 # to renew before reaping any.
                 if time.monotonic() - health.healthy_since >= backend.lease_seconds:
                     await backend.leases.reap_expired()
+                    await backend.leases.end_parked()
                 await backend.adoption.adopt_stopped()
             except RedisError as exc:
                 health.mark_unhealthy(exc)
