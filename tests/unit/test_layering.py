@@ -62,7 +62,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "local state",
         (
+            "tunnels.shared",
             "tunnels.tunnel",
+            "tunnels.reliable_tunnel",
             "tunnels.hub",
             "webhooks.sender",
             "webhooks.store",

@@ -26,6 +26,7 @@ from tunnel_broker.errors import (
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
+from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.wafer.events import is_wafer_tunnel
 from tunnel_broker.webhooks import events
@@ -108,7 +109,7 @@ class ConnectHandler:
         fragment = events.tunnel_fragment(
             app.id, claims.tunnel_id, claims.user_id, claims.identity, claims.meta
         )
-        tunnel = Tunnel(
+        tunnel = (ReliableTunnel if subprotocol is not None else Tunnel)(
             app,
             claims.tunnel_id,
             claims.user_id,
@@ -117,7 +118,6 @@ class ConnectHandler:
             set(claims.groups),
             fragment,
             send,
-            numbered=subprotocol is not None,
             resume_after=resume_after,
         )
         # Registered before the handshake completes: a client can send nothing on a
@@ -206,7 +206,7 @@ class ConnectHandler:
     def _inbound(self, tunnel: Tunnel, frame: str | bytes) -> str | bytes | None:
         """What a client's frame relays (None: nothing): the frame itself, or the
         reliable protocol's message."""
-        if tunnel.reliable is not None:
+        if isinstance(tunnel, ReliableTunnel):
             return tunnel.receive_numbered(frame)
         return frame
 
@@ -236,7 +236,7 @@ class ConnectHandler:
         lease = node.backend.lease
         max_bytes = app.limits.max_message_bytes
         bucket = tunnel.bucket
-        numbered = tunnel.reliable
+        numbered = tunnel if isinstance(tunnel, ReliableTunnel) else None
         messages_in = node.metrics.messages_in
         app_id = app.id
         fragment = tunnel.fragment
@@ -279,7 +279,11 @@ class ConnectHandler:
                 continue
             messages_in[app_id] += 1
             # The epoch too: a socket registered again after its pod was reaped has a new one.
-            queue_of(app).emit(events.message(fragment, tunnel_id, relayed), None, tunnel.epoch)
+            if numbered is None:
+                event, delivered = events.message(fragment, tunnel_id, relayed), None
+            else:
+                event, delivered = numbered.numbered_event(relayed)
+            queue_of(app).emit(event, delivered, tunnel.epoch)
 
 
 async def _holding(tunnel: Tunnel, wait: Awaitable[None]) -> None:

@@ -6,12 +6,9 @@ socket takes it over) and is bounded by the app's ``resume_buffer_messages`` and
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from tunnel_broker.tunnels.tunnel import Tunnel
 
 
 class Accept(Enum):
@@ -21,9 +18,21 @@ class Accept(Enum):
 
 
 class ResumeState:
-    __slots__ = ("accepted", "max_bytes", "max_messages", "sent", "unacked", "unacked_bytes")
+    __slots__ = (
+        "accepted",
+        "durable",
+        "max_bytes",
+        "max_messages",
+        "sent",
+        "sequences",
+        "unacked",
+        "unacked_bytes",
+    )
 
     def __init__(self, max_messages: int, max_bytes: int) -> None:
+        # Names these sequences (new ones when a client starts afresh): message event ids
+        # derive from it (``events.numbered_id``).
+        self.sequences = os.urandom(8).hex()
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.sent = 0  # sequence number of the last push
@@ -33,6 +42,9 @@ class ResumeState:
         self.unacked: deque[str | bytes] = deque()
         self.unacked_bytes = 0
         self.accepted = 0  # sequence number of the last client message relayed
+        # Redis mode: the last one the business server has and Redis knows of, which is
+        # what the client is told (``a`` frames); in memory mode ``accepted`` is.
+        self.durable = 0
 
     def record(self, payload: str | bytes) -> int | None:
         """Number a push and keep it until acknowledged; None when the buffer is full
@@ -65,19 +77,3 @@ class ResumeState:
             self.accepted = seq
             return Accept.NEW
         return Accept.DUPLICATE if seq <= self.accepted else Accept.GAP
-
-
-class SharedSequences(Protocol):
-    """Where a reliable tunnel's sequences live when a pod must not keep them alone
-    (Redis mode: ``backend/redis/resumes.py``): pushes are numbered there, and the tunnel
-    writes what it is given in order (``Tunnel.push_numbered``)."""
-
-    def push(self, tunnel: Tunnel, payload: str | bytes) -> bool:
-        """Number a push to ``tunnel`` (then ``tunnel.push_numbered``)."""
-
-    def refill(self, tunnel: Tunnel, after: int, upto: int) -> None:
-        """Fetch the pushes numbered ``after + 1`` to ``upto`` that did not come here."""
-
-    def acknowledged(self, tunnel: Tunnel, seq: int) -> None: ...
-
-    def accepted(self, tunnel: Tunnel, seq: int) -> None: ...

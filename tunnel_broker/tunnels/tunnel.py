@@ -14,26 +14,20 @@ from typing import Any
 
 from tunnel_broker.apps import App
 from tunnel_broker.ratelimit import TokenBucket
-from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import ABUSE_REASONS, CloseCode
-from tunnel_broker.tunnels.resume import Accept, ResumeState, SharedSequences
+from tunnel_broker.tunnels.resume import ResumeState
 from tunnel_broker.tunnels.writer import ASGISend, Message, SocketWriter, send_message
 from tunnel_broker.webhooks.batching import new_epoch
-
-CONTROL_FRAMES_PER_SECOND = 100.0
-CONTROL_BURST = 200
 
 
 class Tunnel:
     __slots__ = (
-        "_ack_due",
         "app",
         "approved",
         "bucket",
         "close_code",
         "close_reason",
         "connected_at",
-        "control_bucket",
         "ended",
         "epoch",
         "fragment",
@@ -41,22 +35,18 @@ class Tunnel:
         "held",
         "identity",
         "last_activity",
-        "live",
         "meta",
         "on_close",
         "on_end",
         "parked",
-        "pending",
         "predecessor",
         "reliable",
         "replaced",
         "resume_after",
         "resumed",
-        "shared",
         "tunnel_id",
         "user_id",
         "writer",
-        "written",
     )
 
     def __init__(
@@ -69,7 +59,6 @@ class Tunnel:
         groups: set[str],
         fragment: bytes,
         send: ASGISend,
-        numbered: bool = False,
         resume_after: int | None = None,
     ) -> None:
         self.app = app
@@ -101,33 +90,14 @@ class Tunnel:
         self.predecessor: Tunnel | None = None
         self.ended = False
         self.on_end: asyncio.Future[None] | None = None
-        # The reliable protocol (``reliable.py``): the tunnel's sequences, which a
-        # resuming socket takes over; where the client's last socket left off (None: a
-        # new client); whether pushes are written (the socket is open and welcomed) or
-        # only kept; and ``parked``: the socket dropped, the tunnel waits for a resume.
-        self.reliable = (
-            ResumeState(limits.resume_buffer_messages, limits.resume_buffer_bytes)
-            if numbered
-            else None
-        )
-        # Acknowledgements and heartbeats are not the client's messages (acks grow with
-        # the pushes it gets): a bucket of their own, generous, against floods only.
-        self.control_bucket = (
-            TokenBucket(CONTROL_FRAMES_PER_SECOND + limits.messages_per_second, CONTROL_BURST)
-            if numbered
-            else None
-        )
+        # The reliable protocol (``reliable_tunnel.py``): the tunnel's sequences (None:
+        # raw frames); where the client's last socket left off (None: a new client);
+        # whether this socket continues them; ``parked``: the socket dropped, the tunnel
+        # waits for a resume.
+        self.reliable: ResumeState | None = None
         self.resume_after = resume_after
         self.resumed = False
-        self.live = not numbered
         self.parked = False
-        self._ack_due = False
-        # Redis mode: the sequences live in Redis (``shared``); pushes arrive numbered,
-        # perhaps out of order (``pending`` until their turn), and ``written`` is the last
-        # one written to the socket.
-        self.shared: SharedSequences | None = None
-        self.pending: dict[int, str | bytes] = {}
-        self.written = 0
 
     def __repr__(self) -> str:
         return f"Tunnel(app={self.app.id!r}, id={self.tunnel_id!r}, user={self.user_id!r})"
@@ -155,21 +125,7 @@ class Tunnel:
         if self.close_code is not None:
             return False
         self.last_activity = time.monotonic()
-        state = self.reliable
-        if state is None:
-            return self._write(message)
-        payload = message.get("text")
-        if payload is None:
-            payload = message.get("bytes") or b""
-        if self.shared is not None:
-            return self.shared.push(self, payload)
-        seq = state.record(payload)
-        if seq is None:
-            self.close(CloseCode.RESUME_BUFFER_FULL, "resume_buffer_full")
-            return False
-        if self.live:
-            self._write(send_message(reliable.data_frame(seq, payload)))
-        return True  # kept until acknowledged: a resumed socket gets it again
+        return self._write(message)
 
     def _write(self, message: Message) -> bool:
         writer = self.writer
@@ -179,109 +135,11 @@ class Tunnel:
             self.close(CloseCode.POLICY_VIOLATION, "slow_consumer")
         return False
 
-    # ---- the reliable protocol -----------------------------------------------------------
-
-    def push_numbered(self, seq: int, payload: str | bytes) -> bool:
-        """A push numbered elsewhere (``shared``): written in number order, once; a gap
-        is fetched (a push numbered by another pod may come later, or never here)."""
-        if self.close_code is not None:
-            return False
-        if seq <= self.written:
-            return True  # had it
-        state = self.reliable
-        if state is not None and seq > state.sent:
-            state.sent = seq
-        self.pending[seq] = payload
-        if self.live:
-            self._write_pending()
-        return True
-
-    def _write_pending(self) -> None:
-        pending = self.pending
-        while self.written + 1 in pending:
-            self.written += 1
-            frame = reliable.data_frame(self.written, pending.pop(self.written))
-            self._write(send_message(frame))
-        if pending and self.shared is not None:
-            self.shared.refill(self, self.written, min(pending) - 1)
-
     def welcome(self, window_seconds: float) -> None:
-        """The socket is open (its writer still held): the welcome, then every push the
-        client has not received, before anything pushed from now on."""
-        state = self.reliable
-        if state is None:
-            return
-        if self.shared is not None:  # the pushes are in ``pending`` (``push_numbered``)
-            welcome = reliable.welcome_frame(
-                self.tunnel_id, self.resumed, state.accepted, window_seconds
-            )
-            self._write(send_message(welcome))
-            self.live = True
-            self._write_pending()
-            return
-        after = self.resume_after if self.resumed and self.resume_after is not None else 0
-        welcome = reliable.welcome_frame(
-            self.tunnel_id, self.resumed, state.accepted, window_seconds
-        )
-        self._write(send_message(welcome))
-        for seq, payload in state.missed(after):
-            self._write(send_message(reliable.data_frame(seq, payload)))
-        self.live = True
-
-    def receive_numbered(self, frame: str | bytes) -> str | bytes | None:
-        """What a client's frame relays (None: nothing): a new message's payload; acks
-        and heartbeats are handled here, a message seen before is dropped (and
-        acknowledged again), and a broken frame closes the socket."""
-        state = self.reliable
-        assert state is not None
-        try:
-            parsed = reliable.parse(frame)
-        except reliable.FrameError:
-            self.close(CloseCode.PROTOCOL_ERROR, "invalid_frame")
-            return None
-        kind = parsed.kind
-        # A new message is charged as any client message; one sent again after a resume
-        # (a duplicate) and the protocol's own frames come out of the control budget.
-        new = kind == reliable.DATA and parsed.seq == state.accepted + 1
-        bucket = self.bucket if new else self.control_bucket
-        if bucket is not None and not bucket.take(self.last_activity):  # read just now
-            self.close(CloseCode.POLICY_VIOLATION, "rate_limited")
-            return None
-        if kind == reliable.DATA:
-            verdict = state.accept(parsed.seq)
-            if verdict is Accept.GAP:
-                self.close(CloseCode.PROTOCOL_ERROR, "sequence_gap")
-                return None
-            if verdict is Accept.NEW and self.shared is not None:
-                self.shared.accepted(self, parsed.seq)
-            self._acknowledge_soon()
-            return parsed.payload if verdict is Accept.NEW else None
-        if kind == reliable.ACK:
-            if not state.acknowledge(parsed.seq):
-                self.close(CloseCode.PROTOCOL_ERROR, "ack_beyond_sent")
-            elif self.shared is not None:
-                self.shared.acknowledged(self, parsed.seq)
-        else:
-            self._write(send_message(reliable.HEARTBEAT_FRAME))
-        return None
-
-    def _acknowledge_soon(self) -> None:
-        """One ack for everything read in this turn of the loop, sent after the reading
-        loop queued it (accepted: it reaches the business server, or the socket stops
-        being read)."""
-        if not self._ack_due:
-            self._ack_due = True
-            asyncio.get_running_loop().call_soon(self._acknowledge)
-
-    def _acknowledge(self) -> None:
-        self._ack_due = False
-        state = self.reliable
-        if state is not None and self.live and self.close_code is None:
-            self._write(send_message(reliable.ack_frame(state.accepted)))
+        """What the socket says first (the reliable protocol's welcome; raw: nothing)."""
 
     def park(self) -> None:
         """The socket dropped: keep pushes for a resume, write none."""
-        self.live = False
         self.parked = True
 
     def expire(self, code: int, reason: str) -> None:
@@ -318,10 +176,6 @@ class Tunnel:
         """Become the tunnel ``old`` was: its groups, its approval (or the wait for it),
         and its place; ``old`` closes with 4409 and reports nothing."""
         self.groups |= old.groups
-        # The same client back (it says where it left off): the same sequences.
-        if self.reliable is not None and old.reliable is not None and self.resume_after is not None:
-            self.reliable = old.reliable
-            self.resumed = True
         if old.approved.done():
             self.approve()
         else:

@@ -9,6 +9,7 @@ once per message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import os
@@ -56,8 +57,10 @@ class EncodedEvent:
     body: bytes
 
 
-def _encode(event_type: EventType, fragment: bytes, tunnel_id: str, tail: str) -> EncodedEvent:
-    event_id = new_id("evt_")
+def _encode(
+    event_type: EventType, fragment: bytes, tunnel_id: str, tail: str, event_id: str = ""
+) -> EncodedEvent:
+    event_id = event_id or new_id("evt_")
     head = f'{{"id":"{event_id}","type":"{event_type}","time":"{iso_time(time.time())}",'
     body = head.encode() + fragment + tail.encode() + b"}"
     return EncodedEvent(event_id, event_type, tunnel_id, body)
@@ -67,12 +70,24 @@ def connected(fragment: bytes, tunnel_id: str) -> EncodedEvent:
     return _encode("tunnel.connected", fragment, tunnel_id, "")
 
 
-def message(fragment: bytes, tunnel_id: str, payload: str | bytes) -> EncodedEvent:
+def message(
+    fragment: bytes, tunnel_id: str, payload: str | bytes, event_id: str = ""
+) -> EncodedEvent:
+    """``event_id``: the reliable protocol's (``numbered_id``), the same for a message
+    however often its client sends it."""
     if isinstance(payload, str):
         tail = ',"data":' + _dumps(payload)
     else:
         tail = ',"data_base64":"' + base64.b64encode(payload).decode() + '"'
-    return _encode("tunnel.message", fragment, tunnel_id, tail)
+    return _encode("tunnel.message", fragment, tunnel_id, tail, event_id)
+
+
+def numbered_id(tunnel_id: str, sequences: str, seq: int) -> str:
+    """The event id of a reliable tunnel's message ``seq`` of its sequences
+    ``sequences``: a message relayed twice (sent again after its pod died before saying
+    it had it) reaches the business server with the same id, which it drops by."""
+    digest = hashlib.blake2b(f"{tunnel_id}\0{sequences}\0{seq}".encode(), digest_size=12)
+    return "evt_" + digest.hexdigest()
 
 
 def closed(fragment: bytes, tunnel_id: str, code: int, reason: str) -> EncodedEvent:

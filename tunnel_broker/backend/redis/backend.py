@@ -65,6 +65,7 @@ from tunnel_broker.errors import BackendUnavailable
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
+from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.webhooks.batching import Pending
 from tunnel_broker.webhooks.delivery import EventDelivery
@@ -258,6 +259,8 @@ class RedisBackend(Backend):
 
     async def attach(self, tunnel: Tunnel) -> bool:
         app_id = tunnel.app.id
+        if isinstance(tunnel, ReliableTunnel):  # numbered by Redis from the first push on
+            tunnel.shared = self.sequences
         here = self.hub.get(app_id, tunnel.tunnel_id) is not None
         limit = 0 if here else tunnel.app.limits.max_tunnels_per_user
         try:
@@ -276,9 +279,11 @@ class RedisBackend(Backend):
         # Groups the tunnel had before (joined on an older socket, here or elsewhere).
         for group in set(written.groups) - tunnel.groups:
             self.hub.join(tunnel, group)
-        if tunnel.reliable is not None:
+        if isinstance(tunnel, ReliableTunnel):
             took_over = bool(written.previous_node)
-            await self.sequences.attached(tunnel, took_over, written.sent, written.accepted)
+            await self.sequences.attached(
+                tunnel, took_over, written.sent, written.accepted, written.sequences
+            )
         if not written.previous_node or written.previous_node == self.node_id:
             return took_over_here
         # Taken over from another pod: that pod closes its socket with 4409.
@@ -291,7 +296,7 @@ class RedisBackend(Backend):
         conn = self._conns.get(tunnel)
         if conn is not None and self.health.healthy:
             with contextlib.suppress(RedisError):  # presence only: not worth an outage
-                await self.registry.mark_resumable(tunnel, conn)
+                await self.registry.mark_resumable(tunnel.app.id, tunnel.tunnel_id, conn)
 
     async def detach(self, tunnel: Tunnel) -> None:
         self.hub.detach(tunnel)

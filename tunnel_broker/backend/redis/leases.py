@@ -130,6 +130,7 @@ class NodeLeases:
                 # pushes are kept in Redis); it ends when its window passes.
                 member = "\0".join((app_id, tunnel_id, holder.conn))
                 await self.redis.zadd(keys.PARKED, {member: time.time() + holder.resume_window})
+                await self.registry.mark_resumable(app_id, tunnel_id, holder.conn)
                 continue
             # This pod reports the tunnel closed now: it owes that event in the dead
             # pod's place (order.py).

@@ -54,6 +54,7 @@ class Written:
     life: str  # the connection that began the tunnel's lifecycle (``scripts.ATTACH``)
     sent: int = 0  # reliable protocol: pushes numbered so far (``resumes.py``)
     accepted: int = 0  # and the last client message accepted
+    sequences: str = ""  # and their name (``ResumeState.sequences``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ class TunnelRegistry:
         await self.redis.sadd(
             keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
         )
-        old_node, old_conn, merged, owed, life, sent, accepted = result
+        old_node, old_conn, merged, owed, life, sent, accepted, sequences = result
         return Written(
             str(old_node),
             str(old_conn),
@@ -134,10 +135,12 @@ class TunnelRegistry:
             str(life),
             int(sent),
             int(accepted),
+            str(sequences),
         )
 
-    async def mark_resumable(self, tunnel: Tunnel, conn: str) -> None:
-        await self._park(keys=[keys.tunnel(tunnel.app.id, tunnel.tunnel_id)], args=[conn])
+    async def mark_resumable(self, app_id: str, tunnel_id: str, conn: str) -> None:
+        """Presence shows the tunnel waiting for a resume, if ``conn`` still holds it."""
+        await self._park(keys=[keys.tunnel(app_id, tunnel_id)], args=[conn])
 
     async def remove(
         self,

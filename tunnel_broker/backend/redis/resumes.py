@@ -33,7 +33,7 @@ from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.health import RedisHealth
 from tunnel_broker.backend.redis.scripts import MARK_ACCEPTED, NUMBER_PUSH
 from tunnel_broker.tunnels.closecodes import CloseCode
-from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel as Tunnel
 
 logger = logging.getLogger("tunnel_broker.backend.redis.resumes")
 
@@ -62,7 +62,7 @@ class ResumeStore:
         self._number = client.register_script(NUMBER_PUSH)
         self._mark = client.register_script(MARK_ACCEPTED)
         self._trims: dict[tuple[str, str], int] = {}
-        self._marks: dict[tuple[str, str], int] = {}
+        self._marks: dict[tuple[str, str], tuple[int, list[Callable[[], None]]]] = {}
         self._flush: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -106,8 +106,13 @@ class ResumeStore:
         self._trims[(app_id, tunnel_id)] = seq
         self._soon()
 
-    def accepted(self, app_id: str, tunnel_id: str, seq: int) -> None:
-        self._marks[(app_id, tunnel_id)] = seq
+    def accepted(self, app_id: str, tunnel_id: str, seq: int, then: Callable[[], None]) -> None:
+        """Note that the business server has message ``seq`` (and all before it); ``then``
+        once Redis knows it too."""
+        key = (app_id, tunnel_id)
+        _, waiting = self._marks.get(key, (0, []))
+        waiting.append(then)
+        self._marks[key] = (seq, waiting)
         self._soon()
 
     def _soon(self) -> None:
@@ -130,16 +135,20 @@ class ResumeStore:
         pipe = self.redis.pipeline(transaction=False)
         for (app_id, tunnel_id), seq in trims.items():
             pipe.xtrim(keys.resume_buffer(app_id, tunnel_id), minid=f"{seq + 1}-0")
-        for (app_id, tunnel_id), seq in marks.items():
+        for (app_id, tunnel_id), (seq, _) in marks.items():
             await self._mark(keys=[keys.resume_state(app_id, tunnel_id)], args=[seq], client=pipe)
         try:
             await pipe.execute()
         except RedisError as exc:
             self.health.mark_unhealthy(exc)
             # Marks matter for a resume elsewhere: keep them for the next flush.
-            for key, seq in marks.items():
-                self._marks.setdefault(key, seq)
+            for key, mark in marks.items():
+                self._marks.setdefault(key, mark)
             self._soon()
+            return
+        for _, waiting in marks.values():
+            for then in waiting:
+                then()
 
     async def stop(self) -> None:
         if self._flush is not None:
@@ -200,19 +209,21 @@ class SharedInRedis:
         self._refilling: dict[Tunnel, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def attached(self, tunnel: Tunnel, took_over: bool, sent: int, accepted: int) -> None:
+    async def attached(
+        self, tunnel: Tunnel, took_over: bool, sent: int, accepted: int, sequences: str
+    ) -> None:
         """A reliable socket was registered (``ATTACH`` said how far the tunnel's
         sequences went when it took over): when it resumes, the pushes its client missed
         up to then go into its ``pending`` before its welcome; later ones come numbered."""
-        state = tunnel.reliable
-        assert state is not None
-        tunnel.shared = self
+        state = tunnel.sequences
+        state.sequences = sequences or state.sequences
         if tunnel.resume_after is None or not took_over:
             tunnel.resumed = False
             return
         tunnel.resumed = True
         state.sent = max(state.sent, sent)
         state.accepted = max(state.accepted, accepted)
+        state.durable = max(state.durable, accepted)
         tunnel.written = min(tunnel.resume_after, sent)
         try:
             kept = await self.store.replay(tunnel.app.id, tunnel.tunnel_id, tunnel.written, sent)
@@ -249,4 +260,6 @@ class SharedInRedis:
         self.store.acknowledged(tunnel.app.id, tunnel.tunnel_id, seq)
 
     def accepted(self, tunnel: Tunnel, seq: int) -> None:
-        self.store.accepted(tunnel.app.id, tunnel.tunnel_id, seq)
+        self.store.accepted(
+            tunnel.app.id, tunnel.tunnel_id, seq, lambda: tunnel.durably_accepted(seq)
+        )

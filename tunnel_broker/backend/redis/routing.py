@@ -10,6 +10,7 @@ from tunnel_broker.backend.redis import keys
 from tunnel_broker.backend.redis.messages import Push
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 
 if TYPE_CHECKING:
     from tunnel_broker.backend.redis.backend import RedisBackend
@@ -78,7 +79,7 @@ def apply_numbered(
         reached |= hub.push(app_id, Target("tunnels", tuple(raw)), payload)
     for tunnel_id, seq in tunnels:
         tunnel = hub.get(app_id, tunnel_id)
-        if seq > 0 and tunnel is not None and tunnel.push_numbered(seq, payload):
+        if seq > 0 and isinstance(tunnel, ReliableTunnel) and tunnel.push_numbered(seq, payload):
             reached.add(tunnel_id)
     return reached
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 # keeps it (``unrecorded.py``); a record of this pod without a socket here is of one that
 # ended (or was refused), so a new socket begins a new life. Returns {previous node or
 # "", previous conn or "", merged groups json, owed pods json, life, pushes numbered so far,
-# last client message accepted}, or {"!"} when a new tunnel would exceed the user's limit.
+# last client message accepted, the name of the tunnel's sequences}, or {"!"} when a new
+# tunnel would exceed the user's limit.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
@@ -49,7 +50,10 @@ redis.call('HSET', KEYS[1], 'node', ARGV[1], 'conn', ARGV[2], 'user', ARGV[3],
 redis.call('HDEL', KEYS[1], 'state')
 if ARGV[12] == '1' then redis.call('HSET', KEYS[1], 'rel', '1', 'rmax', ARGV[14], 'rwin', ARGV[15])
 else redis.call('HDEL', KEYS[1], 'rel', 'rmax', 'rwin') end
-if ARGV[13] ~= '1' or old_node == '' then redis.call('DEL', KEYS[4], KEYS[5]) end
+if ARGV[13] ~= '1' or old_node == '' then
+  redis.call('DEL', KEYS[4], KEYS[5])
+  if ARGV[12] == '1' then redis.call('HSET', KEYS[4], 'seqs', ARGV[2]) end
+end
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
 if old_node ~= '' and old_node ~= ARGV[1] then redis.call('SADD', KEYS[3], old_node) end
@@ -57,7 +61,8 @@ local owed = redis.call('SMEMBERS', KEYS[3])
 local owed_json = '[]'
 if #owed > 0 then owed_json = cjson.encode(owed) end
 return {old_node, old_conn, merged, owed_json, life,
-  redis.call('HGET', KEYS[4], 'sent') or '0', redis.call('HGET', KEYS[4], 'accepted') or '0'}
+  redis.call('HGET', KEYS[4], 'sent') or '0', redis.call('HGET', KEYS[4], 'accepted') or '0',
+  redis.call('HGET', KEYS[4], 'seqs') or ''}
 """
 
 # KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set, KEYS[4] resume state,
