@@ -219,12 +219,19 @@ class TunnelRegistry:
 
     async def owners(self, app_id: str, tunnel_ids: tuple[str, ...]) -> dict[str, str]:
         """The pod holding each of ``tunnel_ids`` that is open."""
+        return {t: node for t, (node, _) in (await self.holders(app_id, tunnel_ids)).items()}
+
+    async def holders(
+        self, app_id: str, tunnel_ids: tuple[str, ...]
+    ) -> dict[str, tuple[str, bool]]:
+        """The pod holding each of ``tunnel_ids`` that is open, and whether the tunnel
+        speaks the reliable protocol."""
         pipe = self.redis.pipeline(transaction=False)
         unique = list(dict.fromkeys(tunnel_ids))
         for tunnel_id in unique:
-            pipe.hget(keys.tunnel(app_id, tunnel_id), "node")
-        nodes = await pipe.execute()
-        return {t: str(n) for t, n in zip(unique, nodes, strict=True) if n}
+            pipe.hmget(keys.tunnel(app_id, tunnel_id), ["node", "rel"])
+        found = await pipe.execute()
+        return {t: (str(n), r == "1") for t, (n, r) in zip(unique, found, strict=True) if n}
 
     async def count(self, app_id: str, kind: str, names: tuple[str, ...]) -> int:
         """Open tunnels of some users or groups (a tunnel in two named groups counts twice)."""

@@ -71,6 +71,8 @@ class ResumeStore:
     ) -> list[Numbered]:
         """Number each ``(app_id, tunnel_id, payload)`` in one round trip, in order;
         ``here``: only tunnels this pod holds."""
+        if not pushes:
+            return []
         pipe = self.redis.pipeline(transaction=False)
         for app_id, tunnel_id, payload in pushes:
             await self._number(

@@ -33,13 +33,18 @@ async def push(
         # A closing socket may have been taken over by another pod: look that up.
         here = await hub.push_sliced(app_id, target, payload)
         return [t for t in dict.fromkeys(target.ids) if t not in here]
-    ids = list(dict.fromkeys(target.ids))
-    numbered = await backend.health.call(
-        backend.resumes.number([(app_id, t, payload) for t in ids], here=False)
-    )
+    holders = await backend.health.call(backend.registry.holders(app_id, target.ids))
     by_node: dict[str, list[tuple[str, int]]] = {}
+    for tunnel_id, (node, reliable) in holders.items():
+        if not reliable:
+            by_node.setdefault(node, []).append((tunnel_id, 0))
+    # The payload goes to Redis for the reliable tunnels only, numbered in one round trip.
+    numbered_ids = [t for t, (_, reliable) in holders.items() if reliable]
+    numbered = await backend.health.call(
+        backend.resumes.number([(app_id, t, payload) for t in numbered_ids], here=False)
+    )
     full: dict[str, list[str]] = {}
-    for tunnel_id, result in zip(ids, numbered, strict=True):
+    for tunnel_id, result in zip(numbered_ids, numbered, strict=True):
         if result.seq < 0:
             full.setdefault(result.node, []).append(tunnel_id)
         elif result.node:
