@@ -119,22 +119,17 @@ class ReliableTunnel(Tunnel):
         """The socket is open (its writer still held): the welcome, then every push the
         client has not received, before anything pushed from now on."""
         state = self.sequences
-        if self.shared is not None:  # the pushes are in ``pending`` (``push_numbered``)
-            welcome = reliable.welcome_frame(
-                self.tunnel_id, self.resumed, state.accepted, window_seconds
-            )
-            self._write(send_message(welcome))
-            self.live = True
-            self._write_pending()
-            return
-        after = self.resume_after if self.resumed and self.resume_after is not None else 0
         welcome = reliable.welcome_frame(
             self.tunnel_id, self.resumed, state.accepted, window_seconds
         )
         self._write(send_message(welcome))
+        self.live = True
+        if self.shared is not None:  # the pushes are in ``pending`` (``push_numbered``)
+            self._write_pending()
+            return
+        after = self.resume_after if self.resumed and self.resume_after is not None else 0
         for seq, payload in state.missed(after):
             self._write(send_message(reliable.data_frame(seq, payload)))
-        self.live = True
 
     def receive_numbered(self, frame: str | bytes) -> str | bytes | None:
         """What a client's frame relays (None: nothing): a new message's payload; acks
@@ -151,7 +146,7 @@ class ReliableTunnel(Tunnel):
         # (a duplicate) and the protocol's own frames come out of the control budget.
         new = kind == reliable.DATA and parsed.seq == state.accepted + 1
         bucket = self.bucket if new else self.control_bucket
-        if bucket is not None and not bucket.take(self.last_activity):  # read just now
+        if not bucket.take(self.last_activity):  # the reading loop read it just now
             self.close(CloseCode.POLICY_VIOLATION, "rate_limited")
             return None
         if kind == reliable.DATA:
