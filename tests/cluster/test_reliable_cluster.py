@@ -161,3 +161,34 @@ async def test_a_client_resumes_on_another_pod_after_its_pod_is_killed(
         async with cluster.api(2) as http:
             presence = await http.get(f"/v1/tunnels/{tunnel_id}")
             assert presence.json()["node_id"] == "pod-1"
+
+
+async def test_a_dead_pods_reliable_tunnel_not_resumed_ends_once_when_its_window_passes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    limits = {"resume_window_seconds": 3}
+    async with cluster_of(tmp_path, redis_server, limits=limits, on_events=None) as cluster:
+        issued = await cluster.issue(1, "ida")
+        tunnel_id = issued["tunnel_id"]
+        client = ReliableClient(cluster.on_pod(0, issued))
+        await client.connect()
+        await check_for(10, lambda: len(cluster.receiver.events) == 1)
+        assert cluster.pods[0].proc is not None
+        os.kill(cluster.pods[0].proc.pid, signal.SIGKILL)
+        client.abandon()
+        async with cluster.api(1) as http:
+
+            async def resumable() -> bool:
+                found = await http.get(f"/v1/tunnels/{tunnel_id}")
+                return found.status_code == 200 and found.json()["state"] == "resumable"
+
+            # Reaped after the lease (2 s), kept for its window: nobody reports it yet.
+            await check_for(10, resumable, what="waiting for a resume after its pod died")
+            assert [e["type"] for e in cluster.receiver.events] == ["tunnel.connected"]
+            closed = lambda: [  # noqa: E731
+                e for e in cluster.receiver.events if e["type"] == "tunnel.closed"
+            ]
+            await check_for(15, closed, what="tunnel.closed when the window passed")
+            await asyncio.sleep(LEASE * 2)
+            assert [(e["code"], e["reason"]) for e in closed()] == [(1006, "resume_expired")]
+            assert (await http.get(f"/v1/tunnels/{tunnel_id}")).status_code == 404
