@@ -41,7 +41,7 @@ from common import (
     start_webhook_receiver,
     write_apps_file,
 )
-from durable_cost import start_redis
+from durable_cost import cpu_seconds, start_redis
 from websockets.asyncio.client import ClientConnection, connect
 
 SUBPROTOCOL = "tb.reliable.v1"
@@ -99,11 +99,16 @@ async def open_clients(api: ApiClient, port: int, count: int, reliable: bool) ->
 
 
 async def push_cost(
-    broker: ManagedProcess, api: ApiClient, args: argparse.Namespace, reliable: bool
+    broker: ManagedProcess,
+    api: ApiClient,
+    args: argparse.Namespace,
+    reliable: bool,
+    redis_pid: int | None,
 ) -> dict[str, float]:
     clients = await open_clients(api, broker.port, args.tunnels, reliable)
     await asyncio.sleep(1)
     before_cpu, before_wall = broker.cpu_seconds(), time.monotonic()
+    before_redis = cpu_seconds(redis_pid) if redis_pid else 0.0
     broadcasts = int(args.rate * args.duration)
     started = time.monotonic()
     for n in range(broadcasts):
@@ -114,6 +119,7 @@ async def push_cost(
     while sum(c.received for c in clients) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     cpu = broker.cpu_seconds() - before_cpu
+    redis_cpu = cpu_seconds(redis_pid) - before_redis if redis_pid else 0.0
     wall = time.monotonic() - before_wall
     delivered = sum(c.received for c in clients)
     for client in clients:
@@ -127,6 +133,7 @@ async def push_cost(
         "expected": expected,
         "us_per_push": cpu / max(1, delivered) * 1e6,
         "cpu_share": cpu / wall,
+        "redis_us_per_push": redis_cpu / max(1, delivered) * 1e6,
     }
 
 
@@ -189,7 +196,9 @@ async def main(args: argparse.Namespace) -> None:
         rows = []
         for round_ in range(args.rounds):
             for reliable in (False, True):
-                result = await push_cost(broker, api, args, reliable)
+                result = await push_cost(
+                    broker, api, args, reliable, redis.pid if redis is not None else None
+                )
                 rows.append((round_ + 1, reliable, result))
                 print(
                     f"round {round_ + 1} {'reliable' if reliable else 'raw':8} "
@@ -208,15 +217,16 @@ async def main(args: argparse.Namespace) -> None:
     rel = statistics.median(r["us_per_push"] for _, rel_, r in rows if rel_)
     setup = f"{args.tunnels} tunnels, {args.rate} broadcasts/s, {args.duration} s per run"
     print(f"\n{args.backend}: {setup}\n")
-    print("| run | protocol | broker µs per push | pushes delivered |")
-    print("| --- | --- | --- | --- |")
+    print("| run | protocol | broker µs per push | Redis µs per push | pushes delivered |")
+    print("| --- | --- | --- | --- | --- |")
     for round_, reliable, result in rows:
         print(
             f"| {round_} | {'reliable' if reliable else 'raw'} | {result['us_per_push']:.1f} | "
+            f"{result['redis_us_per_push']:.1f} | "
             f"{int(result['delivered'])} of {int(result['expected'])} |"
         )
-    print(f"| median | raw | {raw:.1f} | |")
-    print(f"| median | reliable | {rel:.1f} ({(rel / raw - 1) * 100:+.0f}%) | |")
+    print(f"| median | raw | {raw:.1f} | | |")
+    print(f"| median | reliable | {rel:.1f} ({(rel / raw - 1) * 100:+.0f}%) | | |")
     ms = [v * 1000 for v in latencies]
     print(
         f"\nresume with 100 missed pushes, {len(ms)} times: p50 {percentile(ms, 0.5):.1f} ms, "

@@ -70,21 +70,34 @@ class ResumeStore:
         self, pushes: list[tuple[str, str, str | bytes]], here: bool
     ) -> list[Numbered]:
         """Number each ``(app_id, tunnel_id, payload)`` in one round trip, in order;
-        ``here``: only tunnels this pod holds."""
+        ``here``: only tunnels this pod holds. Neighbours with the same app and payload
+        (a broadcast) share one script call."""
         if not pushes:
             return []
         pipe = self.redis.pipeline(transaction=False)
-        for app_id, tunnel_id, payload in pushes:
-            await self._number(
-                keys=[
+        start = 0
+        while start < len(pushes):
+            app_id, _, payload = pushes[start]
+            end = start + 1
+            while end < len(pushes) and pushes[end][0] == app_id and pushes[end][2] is payload:
+                end += 1
+            tunnel_keys = []
+            for _, tunnel_id, _ in pushes[start:end]:
+                tunnel_keys += [
                     keys.tunnel(app_id, tunnel_id),
                     keys.resume_state(app_id, tunnel_id),
                     keys.resume_buffer(app_id, tunnel_id),
-                ],
+                ]
+            await self._number(
+                keys=tunnel_keys,
                 args=[*_stored(payload), self.node_id if here else ""],
                 client=pipe,
             )
-        return [Numbered(str(node), int(seq)) for node, seq in await pipe.execute()]
+            start = end
+        results: list[Numbered] = []
+        for reply in await pipe.execute():
+            results += [Numbered(str(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+        return results
 
     async def replay(
         self, app_id: str, tunnel_id: str, after: int, upto: int

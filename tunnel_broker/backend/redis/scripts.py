@@ -213,24 +213,34 @@ return 1
 """
 
 
-# The reliable protocol's pushes (``resumes.py``). KEYS[1] tunnel record, KEYS[2] resume
-# state, KEYS[3] resume buffer. ARGV: "t" text | "b" bytes (base64), payload, the pod
-# that must hold the tunnel (or "": any). The record's ``rmax`` bounds the pushes kept.
-# Both keys go with the record (DETACH).
-# Numbers the push and keeps it until acknowledged, if the tunnel is reliable (and held by
-# that pod). Returns {holder or "", number: 0 not reliable (or not held there), -1 its
-# buffer is full}.
+# The reliable protocol's pushes (``resumes.py``). KEYS: for each tunnel its record,
+# resume state and resume buffer (all of one app: one hash slot). ARGV: "t" text | "b"
+# bytes (base64), payload, the pod that must hold the tunnels (or "": any). One call for
+# one payload to many tunnels, so a broadcast sends its payload to Redis once.
+# Numbers the push and keeps it until acknowledged, for each tunnel that is reliable (and
+# held by that pod); the record's ``rmax`` bounds the pushes kept; both keys go with the
+# record (DETACH). Returns {holder or "", number} per tunnel: number 0 not reliable (or
+# not held there), -1 its buffer is full.
 NUMBER_PUSH = """
-local node = redis.call('HGET', KEYS[1], 'node')
-if not node then return {'', 0} end
-if redis.call('HGET', KEYS[1], 'rel') ~= '1' or (ARGV[3] ~= '' and node ~= ARGV[3]) then
-  return {node, 0}
+local out = {}
+for i = 1, #KEYS, 3 do
+  local node = redis.call('HGET', KEYS[i], 'node')
+  local seq = 0
+  if not node then
+    node = ''
+  elseif redis.call('HGET', KEYS[i], 'rel') == '1' and (ARGV[3] == '' or node == ARGV[3]) then
+    local kept = tonumber(redis.call('HGET', KEYS[i], 'rmax') or '1000')
+    if redis.call('XLEN', KEYS[i + 2]) >= kept then
+      seq = -1
+    else
+      seq = redis.call('HINCRBY', KEYS[i + 1], 'sent', 1)
+      redis.call('XADD', KEYS[i + 2], seq .. '-1', 'k', ARGV[1], 'p', ARGV[2])
+    end
+  end
+  out[#out + 1] = node
+  out[#out + 1] = seq
 end
-local max = tonumber(redis.call('HGET', KEYS[1], 'rmax') or '1000')
-if redis.call('XLEN', KEYS[3]) >= max then return {node, -1} end
-local seq = redis.call('HINCRBY', KEYS[2], 'sent', 1)
-redis.call('XADD', KEYS[3], seq .. '-1', 'k', ARGV[1], 'p', ARGV[2])
-return {node, seq}
+return out
 """
 
 # KEYS[1] resume state; ARGV: a client message number. Raises ``accepted`` to it.
