@@ -49,6 +49,7 @@ const bodyParser = require('body-parser');
 const qcloud = require('qcloud-weapp-server-sdk');
 const { LoginService, TunnelService } = qcloud;
 const { out, setting, stdinCommands, quietConsole } = require('./lib/common');
+const { chatRoom } = require('./lib/chat');
 
 quietConsole();
 
@@ -72,9 +73,6 @@ qcloud.config({
 if (NETWORK_TIMEOUT) qcloud.config.setNetworkTimeout(Number(NETWORK_TIMEOUT));
 
 // ---------------------------------------------------------------- chat handler (demo)
-const userMap = {};
-const connectedTunnelIds = [];
-
 function errOf(e) { return { message: e && e.message, code: e && e.code }; }
 
 function push(op, tunnelIds, type, content) {
@@ -90,66 +88,21 @@ function push(op, tunnelIds, type, content) {
     );
 }
 
-function forgetInvalid(result) {
-    const invalidTunnelIds = (result && result.data && result.data.invalidTunnelIds) || [];
-    invalidTunnelIds.forEach(tunnelId => {
-        delete userMap[tunnelId];
-        const index = connectedTunnelIds.indexOf(tunnelId);
-        if (~index) connectedTunnelIds.splice(index, 1);
-    });
-}
+const chat = chatRoom({ push, echo: (tunnelId, content) => push('emit', [tunnelId], 'echo', content) });
+const { userMap, connectedTunnelIds, forgetInvalid } = chat;
 
-const $broadcast = (type, content) => push('broadcast', connectedTunnelIds, type, content).then(forgetInvalid, () => {});
-const $close = tunnelId => push('closeTunnel', [tunnelId]).catch(() => {});
-
+// The demo's ChatTunnelHandler: the SDK calls these.
 class ChatTunnelHandler {
     onRequest(tunnelId, userInfo) {
         out({ event: 'request', tunnelId, userInfo });
         if (typeof userInfo === 'object') userMap[tunnelId] = userInfo;
     }
 
-    onConnect(tunnelId) {
-        out({ event: 'connect', tunnelId });
-        if (tunnelId in userMap) {
-            connectedTunnelIds.push(tunnelId);
-            $broadcast('people', { total: connectedTunnelIds.length, enter: userMap[tunnelId] });
-        } else {
-            $close(tunnelId);
-        }
-    }
+    onConnect(tunnelId) { chat.onConnect(tunnelId); }
 
-    onMessage(tunnelId, type, content) {
-        out({ event: 'message', tunnelId, type, content });
-        switch (type) {
-        case 'speak':
-            if (tunnelId in userMap) {
-                $broadcast('speak', { who: userMap[tunnelId], word: content && content.word });
-            } else {
-                $close(tunnelId);
-            }
-            break;
-        case 'echo':
-            push('emit', [tunnelId], 'echo', content).catch(() => {});
-            break;
-        default:
-            break;
-        }
-    }
+    onMessage(tunnelId, type, content) { chat.onMessage(tunnelId, type, content); }
 
-    onClose(tunnelId) {
-        out({ event: 'close', tunnelId });
-        if (!(tunnelId in userMap)) {
-            $close(tunnelId);
-            return;
-        }
-        const leaveUser = userMap[tunnelId];
-        delete userMap[tunnelId];
-        const index = connectedTunnelIds.indexOf(tunnelId);
-        if (~index) connectedTunnelIds.splice(index, 1);
-        if (connectedTunnelIds.length > 0) {
-            $broadcast('people', { total: connectedTunnelIds.length, leave: leaveUser });
-        }
-    }
+    onClose(tunnelId) { chat.onClose(tunnelId); }
 }
 
 // ---------------------------------------------------------------- app (demo)

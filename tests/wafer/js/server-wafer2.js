@@ -50,6 +50,7 @@ const Koa = require('koa');
 const bodyParser = require('koa-bodyparser');
 const Router = require('koa-router');
 const { out, setting, stdinCommands, quietConsole } = require('./lib/common');
+const { chatRoom } = require('./lib/chat');
 
 quietConsole();
 
@@ -107,9 +108,6 @@ const qcloud = require('wafer-node-sdk')(sdkOptions);
 const { auth: { authorizationMiddleware, validationMiddleware }, tunnel } = qcloud;
 
 // ---------------------------------------------------------------- chat (quickstart)
-const userMap = {};
-const connectedTunnelIds = [];
-
 function push(op, tunnelIds, type, content) {
     const p = op === 'broadcast' ? tunnel.broadcast(tunnelIds, type, content) : tunnel.closeTunnel(tunnelIds[0]);
     const ev = { event: 'push', op, tunnelIds: tunnelIds.slice() };
@@ -120,60 +118,12 @@ function push(op, tunnelIds, type, content) {
     );
 }
 
-function forgetInvalid(result) {
-    const invalidTunnelIds = (result && result.data && result.data.invalidTunnelIds) || [];
-    invalidTunnelIds.forEach(tunnelId => {
-        delete userMap[tunnelId];
-        const index = connectedTunnelIds.indexOf(tunnelId);
-        if (~index) connectedTunnelIds.splice(index, 1);
-    });
-}
-
-const $broadcast = (type, content) => push('broadcast', connectedTunnelIds, type, content).then(forgetInvalid, () => {});
-const $close = tunnelId => push('closeTunnel', [tunnelId]).catch(() => {});
-
-function onConnect(tunnelId) {
-    out({ event: 'connect', tunnelId });
-    if (tunnelId in userMap) {
-        connectedTunnelIds.push(tunnelId);
-        $broadcast('people', { total: connectedTunnelIds.length, enter: userMap[tunnelId] });
-    } else {
-        $close(tunnelId);
-    }
-}
-
-function onMessage(tunnelId, type, content) {
-    out({ event: 'message', tunnelId, type, content });
-    switch (type) {
-    case 'speak':
-        if (tunnelId in userMap) {
-            $broadcast('speak', { who: userMap[tunnelId], word: content && content.word });
-        } else {
-            $close(tunnelId);
-        }
-        break;
-    case 'echo':
-        push('broadcast', [tunnelId], 'echo', content).catch(() => {});
-        break;
-    default:
-        break;
-    }
-}
-
-function onClose(tunnelId) {
-    out({ event: 'close', tunnelId });
-    if (!(tunnelId in userMap)) {
-        $close(tunnelId);
-        return;
-    }
-    const leaveUser = userMap[tunnelId];
-    delete userMap[tunnelId];
-    const index = connectedTunnelIds.indexOf(tunnelId);
-    if (~index) connectedTunnelIds.splice(index, 1);
-    if (connectedTunnelIds.length > 0) {
-        $broadcast('people', { total: connectedTunnelIds.length, leave: leaveUser });
-    }
-}
+const chat = chatRoom({
+    push,
+    // The SDK exports no emit: an echo is a broadcast to the one tunnel.
+    echo: (tunnelId, content) => push('broadcast', [tunnelId], 'echo', content),
+});
+const { userMap, connectedTunnelIds, forgetInvalid } = chat;
 
 async function getTunnelUrlWithoutLogin(req) {
     // TEST ONLY (TUNNEL_LOGIN=none): what getTunnelUrl does after its validation step.
@@ -212,9 +162,9 @@ const controllers = {
         out({ event: 'receive', body: JSON.parse(JSON.stringify(ctx.request.body || null)) });
         const packet = await tunnel.onTunnelMessage(ctx.request.body);
         switch (packet.type) {
-        case 'connect': onConnect(packet.tunnelId); break;
-        case 'message': onMessage(packet.tunnelId, packet.content.messageType, packet.content.messageContent); break;
-        case 'close': onClose(packet.tunnelId); break;
+        case 'connect': chat.onConnect(packet.tunnelId); break;
+        case 'message': chat.onMessage(packet.tunnelId, packet.content.messageType, packet.content.messageContent); break;
+        case 'close': chat.onClose(packet.tunnelId); break;
         }
     },
 };
