@@ -27,7 +27,7 @@ async def push(
         await hub.push_sliced(app_id, target, payload)
         backend.reach.check_all(receivers)
         return []
-    local = [hub.open_tunnel(app_id, t) for t in target.ids]
+    local = (hub.open_tunnel(app_id, t) for t in target.ids)
     if all(t is not None and t.reliable is None for t in local):
         # All here, open, raw frames (a reply to a client of this pod, say): no lookup.
         # A closing socket may have been taken over by another pod: look that up.
