@@ -174,17 +174,16 @@ def _listed(app: App) -> str:
     return f"{app.id}\t{app.webhook_url}\tkeys={len(app.api_keys)}{wafer}"
 
 
-def _store(url: str | None) -> SyncAppStore:
+def _store(settings: Settings) -> SyncAppStore:
+    """The apps in the Redis ``settings`` name, whatever its topology."""
     from tunnel_broker.backend.redis.apps import SyncAppStore
+    from tunnel_broker.backend.redis.topology import RedisTopology
 
-    if url is None:
-        configured = SETTINGS_BY_NAME["redis_url"].from_env(os.environ) or Settings().redis_url
-        url = configured.reveal()
-    return SyncAppStore(url)
+    return SyncAppStore(RedisTopology.from_settings(settings))
 
 
 def _redis_apps_command(args: argparse.Namespace) -> int:
-    store = _store(args.redis_url)
+    store = _store(settings_from({"redis_url": args.redis_url}, os.environ))
     try:
         if args.apps_command == "create":
             app = _new_app(args)
@@ -249,7 +248,7 @@ def serve(settings: Settings) -> int:
     else:
         logger.warning("no --apps-file given: the broker knows no apps and accepts no API calls")
     if settings.backend == "redis" and not settings.secret_keys():
-        shared = _shared_secret_key(settings.redis_url.reveal())
+        shared = _shared_secret_key(settings)
         if shared is None:
             return 2
         logger.info("using the cluster's token signing key from redis")
@@ -268,13 +267,13 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def _shared_secret_key(url: str, attempts: int = 30) -> str | None:
+def _shared_secret_key(settings: Settings, attempts: int = 30) -> str | None:
     """The cluster's signing key from Redis, waiting out a short Redis outage at start
     (a pod that exits at once would crash-loop while Redis restarts)."""
     backoff = Backoff(base=0.2, cap=2.0)
     for attempt in range(1, attempts + 1):
         try:
-            store = _store(url)
+            store = _store(settings)
             try:
                 return store.shared_secret_key(secrets.token_urlsafe(32))
             finally:
@@ -303,6 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         try:
             settings = settings_from(vars(args), os.environ)
+            if settings.backend == "redis":
+                from tunnel_broker.backend.redis.topology import RedisTopology
+
+                RedisTopology.from_settings(settings)  # refuse settings no client takes
         except SettingsError as exc:
             print(f"tunnel-broker: {exc}", file=sys.stderr)
             return 2
@@ -323,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"app {args.id} written to {args.output} (mode 0600)", file=sys.stderr)
             else:
                 print(entry, end="")
-    except AppsFileError as exc:
+    except (AppsFileError, SettingsError) as exc:
         print(f"tunnel-broker: {exc}", file=sys.stderr)
         return 2
     except ValidationError as exc:

@@ -119,9 +119,35 @@ class Settings:
         help="State backend: memory (one process) or redis.",
         choices=("memory", "redis"),
     )
+    redis_topology: Literal["standalone", "sentinel", "cluster"] = setting(
+        "standalone",
+        help="How Redis runs: standalone (redis_url), sentinel (redis_sentinels) or cluster.",
+        choices=("standalone", "sentinel", "cluster"),
+    )
     redis_url: Secret = setting(
         factory=lambda: Secret("redis://127.0.0.1:6379/0"),
-        help="Redis URL for the redis backend.",
+        help=(
+            "Redis URL: the server (standalone), a seed node (cluster), or with sentinel the"
+            " master's credentials, database and TLS (rediss://; its host is not used)."
+        ),
+    )
+    redis_sentinels: str = setting(
+        "", help="Sentinel addresses, host:port comma-separated (redis_topology sentinel)."
+    )
+    redis_sentinel_master: str = setting(
+        "mymaster", help="Name of the master the sentinels monitor."
+    )
+    redis_sentinel_username: str = setting(
+        "", help="User the sentinels require, if they use ACLs (usually none)."
+    )
+    redis_sentinel_password: Secret = setting(
+        factory=lambda: Secret(""),
+        help="Password the sentinels themselves require (often none, or the master's).",
+    )
+    redis_sentinel_tls: bool = setting(False, help="Speak TLS to the sentinels.")
+    redis_cluster_nodes: str = setting(
+        "",
+        help="More cluster seed nodes, host:port comma-separated, tried when redis_url's is down.",
     )
     node_id: str = setting(
         factory=_default_node_id,

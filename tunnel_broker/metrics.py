@@ -26,6 +26,39 @@ class Pressure:
     stored_bytes: int | None = None  # durable events: the app's, all pods, last seen
 
 
+@dataclass(frozen=True, slots=True)
+class SharedStateHealth:
+    """Whether the node can use its shared state (Redis), and how often it could not."""
+
+    topology: str
+    healthy: bool
+    outages: int
+    failovers: int
+
+
+class _SharedStateCollector(Collector):
+    def __init__(self, health: Callable[[], SharedStateHealth | None]) -> None:
+        self._health = health
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        health = self._health()
+        if health is None:
+            return
+        up = GaugeMetricFamily(
+            "tb_redis_healthy", "1 while this node can use Redis", labels=["topology"]
+        )
+        up.add_metric([health.topology], int(health.healthy))
+        yield up
+        yield CounterMetricFamily(
+            "tb_redis_outages", "Times this node lost Redis (unready)", value=health.outages
+        )
+        yield CounterMetricFamily(
+            "tb_redis_failovers",
+            "Times the Redis master(s) this node writes to changed",
+            value=health.failovers,
+        )
+
+
 class _StateCollector(Collector):
     def __init__(
         self,
@@ -166,6 +199,9 @@ class Metrics:
                 pressure,
             )
         )
+
+    def watch_shared_state(self, health: Callable[[], SharedStateHealth | None]) -> None:
+        self.registry.register(_SharedStateCollector(health))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

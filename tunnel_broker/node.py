@@ -73,6 +73,7 @@ class Node:
             lambda: dict(self.hub.messages_out),
             self._pressure,
         )
+        self.metrics.watch_shared_state(self.backend.shared_state_health)
 
     def _make_backend(self) -> Backend:
         settings = self.settings
@@ -82,9 +83,10 @@ class Node:
                 self.hub, settings.node_id, FileHandover(handover) if handover else None
             )
         from tunnel_broker.backend.redis.backend import RedisBackend
+        from tunnel_broker.backend.redis.topology import RedisTopology
 
         backend = RedisBackend(
-            settings.redis_url.reveal(),
+            RedisTopology.from_settings(settings),
             self.hub,
             settings.node_id,
             self._report_lost,

@@ -7,7 +7,8 @@ import asyncio
 import redis.asyncio as aioredis
 
 from tests.support.redis_server import RedisServer
-from tunnel_broker.backend.redis.connection import KEEP_IDLE, TrimmedPool, pod_clients
+from tunnel_broker.backend.redis.connection import KEEP_IDLE, TrimmedPool
+from tunnel_broker.backend.redis.topology import RedisTopology
 
 
 async def clients_on(server: RedisServer) -> int:
@@ -21,7 +22,7 @@ async def clients_on(server: RedisServer) -> int:
 async def test_trim_closes_the_connections_no_call_needed_since_the_last_trim(
     redis_server: RedisServer,
 ) -> None:
-    client, lease_client = pod_clients(redis_server.url, lease_seconds=3.0)
+    client, lease_client = RedisTopology.standalone(redis_server.url).pod_clients(3.0)
     pool = client.connection_pool
     assert isinstance(pool, TrimmedPool)
     try:

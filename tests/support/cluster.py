@@ -14,6 +14,7 @@ import httpx
 from tests.support.broker import app_config, new_secret
 from tests.support.receiver import Reply, WebhookReceiver, echo_messages
 from tests.support.redis_server import RedisServer
+from tests.support.redis_topologies import RedisCluster, RedisSentinels
 from tests.support.servers import BrokerProcess, write_apps_file
 
 LEASE = 2.0
@@ -24,7 +25,7 @@ class Cluster:
     pods: list[BrokerProcess]
     config: dict[str, Any]
     receiver: WebhookReceiver
-    redis: RedisServer
+    redis: RedisServer | RedisCluster | RedisSentinels
 
     def api(self, pod: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -49,7 +50,7 @@ class Cluster:
 @contextlib.asynccontextmanager
 async def cluster_of(
     tmp_path: Path,
-    redis_server: RedisServer,
+    redis_server: RedisServer | RedisCluster | RedisSentinels,
     pods: int = 3,
     limits: dict[str, Any] | None = None,
     args: tuple[str, ...] = (),
@@ -57,7 +58,7 @@ async def cluster_of(
     redis_urls: Sequence[str | None] = (),
     app: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """``pods`` broker processes on ``redis_server``, one app ``demo`` with ``limits``,
+    """``pods`` broker processes on ``redis_server`` (any topology), one app ``demo`` with ``limits``,
     its webhooks to a receiver serving in this process; ``args`` go to every pod.
     ``redis_urls[i]``, when given, is the way pod i reaches Redis instead of
     ``redis_server.url`` (a proxy that can cut that one pod off). ``app``: more of the
@@ -72,8 +73,11 @@ async def cluster_of(
                 str(apps),
                 "--backend",
                 "redis",
-                "--redis-url",
-                (redis_urls[i] if i < len(redis_urls) else None) or redis_server.url,
+                *(
+                    ["--redis-url", redis_urls[i]]
+                    if i < len(redis_urls) and redis_urls[i]
+                    else redis_server.broker_args()
+                ),
                 "--node-id",
                 f"pod-{i}",
                 "--lease-seconds",

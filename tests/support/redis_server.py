@@ -27,6 +27,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def broker_args(self) -> list[str]:
+        return ["--redis-url", self.url]
+
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [

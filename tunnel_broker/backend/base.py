@@ -16,6 +16,7 @@ from typing import Any
 from tunnel_broker.apps import App
 from tunnel_broker.backend.sessions import MemorySessionStore, SessionStore
 from tunnel_broker.errors import BackendUnavailable, TooManyGroups, TooManyTunnels
+from tunnel_broker.metrics import SharedStateHealth
 from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -127,6 +128,10 @@ class Backend(ABC):
         """Keep the events this process could not deliver (app id -> events, in order)
         for whoever delivers next; how many were kept."""
         return 0
+
+    def shared_state_health(self) -> SharedStateHealth | None:
+        """For ``/metrics``: the health of the state pods share (none in one process)."""
+        return None
 
     def stored_bytes(self) -> dict[str, int]:
         """Durable events: bytes of each app's undelivered events kept in shared state."""

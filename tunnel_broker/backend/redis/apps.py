@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
-
 from tunnel_broker.apps import App, AppsFileError, parse_apps
 from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.topology import RedisTopology
 
 
 def _dump(app: App) -> str:
@@ -26,11 +24,11 @@ def _load(values: Any) -> list[App]:
     return parse_apps(raw, "redis apps")
 
 
-async def load_apps(client: aioredis.Redis) -> list[App]:
+async def load_apps(client: Any) -> list[App]:
     return _load(await client.hgetall(keys.APPS))
 
 
-async def upsert_apps(client: aioredis.Redis, apps: list[App]) -> bool:
+async def upsert_apps(client: Any, apps: list[App], topology: RedisTopology) -> bool:
     """Write the apps that differ from Redis; announce only a real change (every pod
     upserts the same file at start, and an announcement makes every pod reload)."""
     stored = await client.hmget(keys.APPS, [a.id for a in apps]) if apps else []
@@ -40,15 +38,16 @@ async def upsert_apps(client: aioredis.Redis, apps: list[App]) -> bool:
     if not changed:
         return False
     await client.hset(keys.APPS, mapping=changed)
-    await client.publish(keys.APPS_CHANGED, "{}")
+    await topology.publish(client, keys.APPS_CHANGED, "{}")
     return True
 
 
 class SyncAppStore:
     """The CLI's view of the same hash (a short-lived synchronous client)."""
 
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+    def __init__(self, topology: RedisTopology) -> None:
+        self.topology = topology
+        self.client = topology.sync_client()
 
     def all(self) -> list[App]:
         return _load(self.client.hgetall(keys.APPS))
@@ -67,11 +66,11 @@ class SyncAppStore:
                 raise AppsFileError(f"app {app.id!r} already exists")
         else:
             self.client.hset(keys.APPS, app.id, _dump(app))
-        self.client.publish(keys.APPS_CHANGED, "{}")
+        self.topology.publish_sync(self.client, keys.APPS_CHANGED, "{}")
 
     def delete(self, app_id: str) -> bool:
         removed = bool(self.client.hdel(keys.APPS, app_id))
-        self.client.publish(keys.APPS_CHANGED, "{}")
+        self.topology.publish_sync(self.client, keys.APPS_CHANGED, "{}")
         return removed
 
     def shared_secret_key(self, candidate: str) -> str:

@@ -37,7 +37,6 @@ from tunnel_broker.backend.base import (
 from tunnel_broker.backend.redis import keys, routing
 from tunnel_broker.backend.redis.adoption import Adoption
 from tunnel_broker.backend.redis.apps import load_apps, upsert_apps
-from tunnel_broker.backend.redis.connection import pod_clients
 from tunnel_broker.backend.redis.health import RedisHealth
 from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import LostTunnelReporter, NodeLeases
@@ -58,10 +57,12 @@ from tunnel_broker.backend.redis.resumes import Numberer, ResumeStore, SharedInR
 from tunnel_broker.backend.redis.sessions import RedisSessionStore
 from tunnel_broker.backend.redis.subscription import Subscription
 from tunnel_broker.backend.redis.takeovers import TakeoverNotices
+from tunnel_broker.backend.redis.topology import RedisTopology
 from tunnel_broker.backend.redis.unrecorded import UnrecordedCloses
 from tunnel_broker.backend.redis.upkeep import Upkeep
 from tunnel_broker.backend.sessions import SessionStore
 from tunnel_broker.errors import BackendUnavailable
+from tunnel_broker.metrics import SharedStateHealth
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
@@ -80,7 +81,7 @@ class RedisBackend(Backend):
 
     def __init__(
         self,
-        url: str,
+        redis: RedisTopology | str,
         hub: Hub,
         node_id: str,
         report_lost: LostTunnelReporter,
@@ -93,9 +94,12 @@ class RedisBackend(Backend):
         self.lease_seconds = lease_seconds
         self.lease = Lease()
         self.lease.valid_until = 0.0  # until the first renewal
-        self.redis, lease_client = pod_clients(url, lease_seconds)
-        self.health = RedisHealth()
-        self.subscription = Subscription(url, node_id, self.health, max(1.0, lease_seconds / 3))
+        self.topology = RedisTopology.standalone(redis) if isinstance(redis, str) else redis
+        self.redis, lease_client = self.topology.pod_clients(lease_seconds)
+        self.health = RedisHealth(self.topology.kind)
+        self.subscription = Subscription(
+            self.topology, node_id, self.health, max(1.0, lease_seconds / 3)
+        )
         self.registry = TunnelRegistry(self.redis, node_id)
         self.leases = NodeLeases(
             self.redis,
@@ -191,6 +195,9 @@ class RedisBackend(Backend):
     def begin_drain(self) -> None:
         self.adoption.enabled = False
 
+    def shared_state_health(self) -> SharedStateHealth:
+        return self.health.snapshot()
+
     def stored_bytes(self) -> dict[str, int]:
         return self.journal.stored_bytes() if self.journal.durable else {}
 
@@ -214,7 +221,7 @@ class RedisBackend(Backend):
     async def shared_apps(self, publish: list[App]) -> list[App] | None:
         try:
             if publish:
-                await upsert_apps(self.redis, publish)
+                await upsert_apps(self.redis, publish, self.topology)
             return await load_apps(self.redis)
         except RedisError as exc:
             raise BackendUnavailable(f"apps not readable from redis: {exc}") from exc
@@ -223,7 +230,8 @@ class RedisBackend(Backend):
 
     async def publish(self, channel: str, message: ControlMessage) -> int:
         """Publish; how many subscribers received it."""
-        return await self.health.call(self.redis.publish(channel, encode(message, self.node_id)))
+        data = encode(message, self.node_id)
+        return await self.health.call(self.topology.publish(self.redis, channel, data))
 
     _publish = publish
 

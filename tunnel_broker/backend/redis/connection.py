@@ -46,22 +46,3 @@ class TrimmedPool(aioredis.BlockingConnectionPool):
         self._fewest_idle = len(self._available_connections)
         await asyncio.gather(*(c.disconnect() for c in spare), return_exceptions=True)
         return len(spare)
-
-
-def _client(url: str, timeout: float, size: int) -> aioredis.Redis:
-    pool = TrimmedPool.from_url(
-        url,
-        max_connections=size,
-        timeout=timeout,  # waiting for a free connection
-        decode_responses=True,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry_on_timeout=False,
-    )
-    return aioredis.Redis(connection_pool=pool)
-
-
-def pod_clients(url: str, lease_seconds: float) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """(the client for everything, the client renewing the lease)."""
-    timeout = max(1.0, lease_seconds / 3)
-    return _client(url, timeout, POOL_SIZE), _client(url, timeout, 2)

@@ -16,11 +16,12 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from redis.exceptions import ClusterDownError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tunnel_broker.errors import BackendUnavailable
+from tunnel_broker.metrics import SharedStateHealth
 
 logger = logging.getLogger("tunnel_broker.backend.redis")
 
@@ -28,13 +29,40 @@ T = TypeVar("T")
 
 
 def is_outage(exc: BaseException) -> bool:
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError)
+    """Unreachable, rather than answering with errors: includes a cluster shard without
+    a master (``CLUSTERDOWN``) and slots in migration (``TRYAGAIN``)."""
+    return isinstance(
+        exc, RedisConnectionError | RedisTimeoutError | ClusterDownError | TryAgainError
+    )
 
 
 class RedisHealth:
-    def __init__(self) -> None:
+    def __init__(self, topology: str = "standalone") -> None:
+        self.topology = topology
         self.healthy = False
         self.healthy_since = 0.0
+        self.outages = 0  # times this pod lost Redis (healthy -> unhealthy)
+        self.failovers = 0  # times the master(s) written to changed (``upkeep.py``)
+        self._masters: frozenset[str] = frozenset()
+
+    def snapshot(self) -> SharedStateHealth:
+        return SharedStateHealth(self.topology, self.healthy, self.outages, self.failovers)
+
+    def saw_masters(self, masters: frozenset[str]) -> bool:
+        """Whether the masters a pod writes to differ from those it wrote to before (a
+        failover: counted); the first look, and looks that know none, are not."""
+        if not masters:
+            return False
+        changed = bool(self._masters) and masters != self._masters
+        if changed:
+            self.failovers += 1
+            logger.warning(
+                "redis master changed: %s -> %s",
+                ",".join(sorted(self._masters - masters)),
+                ",".join(sorted(masters - self._masters)),
+            )
+        self._masters = masters
+        return changed
 
     def mark_healthy(self) -> None:
         if not self.healthy:
@@ -48,6 +76,7 @@ class RedisHealth:
             else:
                 why = f"answering with errors ({str(exc)[:200]})"
             logger.error("redis %s: unready until it accepts writes again", why)
+            self.outages += 1
         self.healthy = False
 
     async def call(self, operation: Awaitable[T]) -> T:

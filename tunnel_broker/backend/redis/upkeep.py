@@ -56,6 +56,8 @@ class Upkeep:
             if time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + TRIM_SECONDS
                 await self._trim()
+            if health.saw_masters(backend.topology.masters(backend.redis)):
+                await backend.subscription.restart()
             try:
                 recovering = not health.healthy
                 renewed_at = time.monotonic()
@@ -84,7 +86,7 @@ class Upkeep:
                 logger.exception("lease loop failed; retrying")
 
     async def _trim(self) -> None:
-        pool = self.backend.redis.connection_pool
+        pool = getattr(self.backend.redis, "connection_pool", None)  # none on a cluster
         if isinstance(pool, TrimmedPool):
             closed = await pool.trim()
             if closed:
