@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.support.cluster import LEASE, Cluster, cluster_of
-from tests.support.redis_topologies import RedisCluster, RedisSentinels, running
+from tests.support.receiver import WebhookReceiver, echo_messages
+from tests.support.redis_topologies import RedisCluster, RedisSentinels, as_environment, running
 from tests.support.waiting import check_for
 
 HA = RedisCluster | RedisSentinels
@@ -106,6 +109,59 @@ class Room:
             ws.transport.abort()
 
 
+def cli(servers: HA, *args: str) -> dict[str, str]:
+    """Run ``tunnel-broker apps ...`` against ``servers``, configured by environment."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tunnel_broker", "apps", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, **as_environment(servers.broker_args())},
+    )
+    return dict(line.split(" = ", 1) for line in done.stdout.strip().splitlines())
+
+
+async def another_app_made_with_the_cli_works_everywhere(cluster: Cluster, servers: HA) -> None:
+    """An app created by the CLI is in force on every pod; on a cluster its keys are on
+    another shard than the first app's, and each app's operations stay on its own."""
+    app_id = "fresh"
+    if isinstance(servers, RedisCluster):
+        demo_shard = servers.master_of("tb:{demo}:t:x")
+        app_id = next(
+            f"fresh{i}"
+            for i in range(100)
+            if servers.master_of(f"tb:{{fresh{i}}}:t:x") != demo_shard
+        )
+    receiver = WebhookReceiver(secret="set once the app exists", on_events=echo_messages)
+    async with receiver.serving():
+        made = cli(servers, "create", "--id", app_id, "--webhook-url", receiver.url)
+        receiver.secret = made["webhook_secret"]
+        headers = {"authorization": f"Bearer {made['api_key']}"}
+
+        async def issued_everywhere() -> list[dict[str, Any]] | None:
+            issued = []
+            for pod in cluster.pods:
+                async with httpx.AsyncClient(base_url=pod.url, headers=headers) as http:
+                    response = await http.post("/v1/tunnels", json={"user_id": "zoe"})
+                    if response.status_code != 201:
+                        return None
+                    issued.append(response.json())
+            return issued
+
+        issued = await check_for(10, issued_everywhere, interval=0.2, what="the app everywhere")
+        async with connect(cluster.on_pod(0, issued[0])) as ws:
+            await check_for(10, lambda: receiver.events_of(issued[0]["tunnel_id"]))
+            async with httpx.AsyncClient(base_url=cluster.pods[2].url, headers=headers) as http:
+                pushed = await http.post(
+                    "/v1/messages", json={"messages": [{"to": {"users": ["zoe"]}, "data": "hi"}]}
+                )
+                assert pushed.status_code == 200
+            assert await recv(ws) == "hi"
+            await ws.send("ping")
+            assert await recv(ws) == "echo:ping"
+
+
 async def test_pods_route_agree_on_presence_and_report_a_killed_pod_once(
     tmp_path: Path, ha_redis: HA
 ) -> None:
@@ -127,6 +183,8 @@ async def test_pods_route_agree_on_presence_and_report_a_killed_pod_once(
                 }
                 assert len([m for m, channels in shards.items() if channels]) >= 2
 
+            await another_app_made_with_the_cli_works_everywhere(cluster, ha_redis)
+
             proc = cluster.pods[2].proc
             assert proc is not None
             os.kill(proc.pid, signal.SIGKILL)
@@ -144,4 +202,133 @@ async def test_pods_route_agree_on_presence_and_report_a_killed_pod_once(
                 assert await presence(cluster, pod, "room") == room.expected_presence([0, 1])
             await room.routes_from_every_pod([0, 1])
         finally:
+            room.close()
+
+
+class SteadyTraffic:
+    """Pushes to users through every pod in turn, every 50 ms, and a client message
+    every 100 ms from each tunnel; what each socket receives is collected."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        self.statuses: list[tuple[int, int, int]] = []  # (push number, user, HTTP status)
+        self.sent: list[tuple[int, str]] = []  # (user, client message)
+        self.received: list[list[str]] = [[] for _ in range(6)]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = True
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._push())] + [
+            loop.create_task(self._client(i)) for i in range(6)
+        ]
+        self._tasks += [loop.create_task(self._read(i)) for i in range(6)]
+
+    async def _push(self) -> None:
+        n = 0
+        while self._running and n < 2000:
+            user = n % 6
+            try:
+                response = await push(self.room.cluster, n % 3, {"users": [f"user{user}"]}, f"s{n}")
+                status = response.status_code
+            except httpx.HTTPError:
+                status = 0
+            self.statuses.append((n, user, status))
+            n += 1
+            await asyncio.sleep(0.05)
+
+    async def _client(self, i: int) -> None:
+        n = 0
+        while self._running and n < 1000:
+            message = f"m{i}-{n}"
+            await self.room.sockets[i].send(message)
+            self.sent.append((i, message))
+            n += 1
+            await asyncio.sleep(0.1)
+
+    async def _read(self, i: int) -> None:
+        while True:
+            self.received[i].append(str(await self.room.sockets[i].recv()))
+
+    async def stop(self) -> None:
+        self._running = False
+        await asyncio.gather(*self._tasks[:7])
+
+    async def stop_reading(self) -> None:
+        for task in self._tasks[7:]:
+            task.cancel()
+        await asyncio.gather(*self._tasks[7:], return_exceptions=True)
+
+
+async def ready_everywhere(cluster: Cluster) -> bool:
+    async with httpx.AsyncClient(timeout=2) as http:
+        for pod in cluster.pods:
+            if (await http.get(pod.url + "/readyz")).status_code != 200:
+                return False
+    for pod in range(len(cluster.pods)):
+        if (await push(cluster, pod, {"users": ["nobody"]}, "probe")).status_code != 200:
+            return False
+    return True
+
+
+async def metric(cluster: Cluster, pod: int, name: str) -> float:
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(cluster.pods[pod].url + "/metrics")).text
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
+    return sum(values)
+
+
+RECOVERY_SECONDS = 15.0  # documented in docs/operations.md ("What a failover looks like")
+
+
+async def test_killing_the_redis_master_under_traffic_loses_nothing_and_heals(
+    tmp_path: Path, ha_redis: HA
+) -> None:
+    async with cluster_of(tmp_path, ha_redis) as cluster:
+        pids = [p.proc.pid for p in cluster.pods if p.proc is not None]
+        room = Room(cluster)
+        traffic = SteadyTraffic(room)
+        try:
+            await room.open()
+            traffic.start()
+            await asyncio.sleep(1.0)
+            if isinstance(ha_redis, RedisCluster):
+                master = ha_redis.master_of("tb:{demo}:t:x")  # the shard holding the app
+            else:
+                master = ha_redis.current_master()
+            killed_at = asyncio.get_running_loop().time()
+            master.kill()
+            if isinstance(ha_redis, RedisSentinels):
+                ha_redis.wait_for_new_master(master)
+            await asyncio.sleep(2.0)  # let the outage show before waiting for its end
+            await check_for(RECOVERY_SECONDS, lambda: ready_everywhere(cluster), what="recovery")
+            recovered = asyncio.get_running_loop().time() - killed_at
+            await asyncio.sleep(1.0)
+            await traffic.stop()
+            await asyncio.sleep(3.0)  # the last echoes
+            await traffic.stop_reading()
+
+            statuses = [status for _, _, status in traffic.statuses]
+            print(
+                f"{type(ha_redis).__name__}: ready everywhere {recovered:.1f} s after the kill;"
+                f" pushes {statuses.count(200)} ok, {statuses.count(503)} refused (503)"
+            )
+            assert set(statuses) <= {200, 503}, "only clear answers, never a timeout or 500"
+            assert [p.proc.pid for p in cluster.pods if p.proc is not None] == pids
+            # Every push answered 200 reached its user's tunnel: none silently lost.
+            for n, user, status in traffic.statuses:
+                if status == 200:
+                    assert f"s{n}" in traffic.received[user], f"push s{n} to user{user} lost"
+            # Open tunnels kept relaying: every client message came back from the
+            # business server (through the webhook and its reply), exactly once.
+            for user, message in traffic.sent:
+                assert traffic.received[user].count(f"echo:{message}") == 1, message
+            # Afterwards: presence and routing are right again, on every pod.
+            for pod in range(3):
+                assert await presence(cluster, pod, "room") == room.expected_presence([0, 1, 2])
+            await room.routes_from_every_pod([0, 1, 2])
+            failovers = [await metric(cluster, pod, "tb_redis_failovers_total") for pod in range(3)]
+            assert all(seen >= 1 for seen in failovers), failovers
+        finally:
+            await traffic.stop_reading()
             room.close()

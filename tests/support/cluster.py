@@ -58,8 +58,8 @@ async def cluster_of(
     redis_urls: Sequence[str | None] = (),
     app: dict[str, Any] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """``pods`` broker processes on ``redis_server`` (any topology), one app ``demo`` with ``limits``,
-    its webhooks to a receiver serving in this process; ``args`` go to every pod.
+    """``pods`` broker processes on ``redis_server`` (any topology), one app ``demo``
+    with ``limits``, its webhooks to a receiver serving in this process; ``args`` go to every pod.
     ``redis_urls[i]``, when given, is the way pod i reaches Redis instead of
     ``redis_server.url`` (a proxy that can cut that one pod off). ``app``: more of the
     app's settings (``wafer``, say)."""

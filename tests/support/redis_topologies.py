@@ -23,6 +23,7 @@ import redis
 from tests.support.servers import free_port
 
 FAILOVER_MS = 1000  # a master silent this long is taken for dead
+PASSWORD = "tb-test-redis-password"  # every server requires it: credentials are exercised
 
 
 def _binary(name: str) -> str:
@@ -60,7 +61,9 @@ class Instance:
         return f"127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, decode_responses=True)
+        return redis.Redis(
+            port=self.port, password=PASSWORD, socket_timeout=2, decode_responses=True
+        )
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
@@ -87,7 +90,9 @@ class Instance:
         self.proc = None
 
 
-DATA_NODE = "save ''\nappendonly no\nprotected-mode yes\n"
+DATA_NODE = (
+    f"save ''\nappendonly no\nprotected-mode yes\nrequirepass {PASSWORD}\nmasterauth {PASSWORD}\n"
+)
 
 
 class RedisCluster:
@@ -117,6 +122,9 @@ class RedisCluster:
                 "--cluster-replicas",
                 "1",
                 "--cluster-yes",
+                "-a",
+                PASSWORD,
+                "--no-auth-warning",
             ],
             check=True,
             capture_output=True,
@@ -163,7 +171,7 @@ class RedisCluster:
             "--redis-topology",
             "cluster",
             "--redis-url",
-            f"redis://{seed.address}/0",
+            f"redis://:{PASSWORD}@{seed.address}/0",
             "--redis-cluster-nodes",
             ",".join(n.address for n in more),
         ]
@@ -193,7 +201,9 @@ class RedisSentinels:
                 ["--sentinel"],
                 f"sentinel monitor {self.NAME} 127.0.0.1 {self.master.port} 2\n"
                 f"sentinel down-after-milliseconds {self.NAME} {FAILOVER_MS}\n"
-                f"sentinel failover-timeout {self.NAME} 10000\n",
+                f"sentinel failover-timeout {self.NAME} 10000\n"
+                f"sentinel auth-pass {self.NAME} {PASSWORD}\n"
+                f"requirepass {PASSWORD}\nsentinel sentinel-pass {PASSWORD}\n",
             )
             for i in range(sentinels)
         ]
@@ -215,7 +225,7 @@ class RedisSentinels:
         _until(watching, "sentinels watching master and replica")
 
     def current_master(self) -> Instance:
-        host, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(self.NAME)
+        _, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(self.NAME)
         return next(n for n in self.data_nodes if n.port == int(port))
 
     def wait_for_new_master(self, old: Instance, timeout: float = 30.0) -> Instance:
@@ -238,17 +248,28 @@ class RedisSentinels:
             "--redis-topology",
             "sentinel",
             "--redis-url",
-            "redis://mymaster/0",
+            f"redis://:{PASSWORD}@mymaster/0",
             "--redis-sentinels",
             ",".join(s.address for s in self.sentinels),
             "--redis-sentinel-master",
             self.NAME,
+            "--redis-sentinel-password",
+            PASSWORD,
         ]
 
     def cleanup(self) -> None:
         for node in (*self.sentinels, *self.data_nodes):
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def as_environment(broker_args: list[str]) -> dict[str, str]:
+    """The ``TB_*`` variables saying what ``broker_args`` say (for the CLI)."""
+    names, values = broker_args[::2], broker_args[1::2]
+    return {
+        "TB_" + name[2:].replace("-", "_").upper(): value
+        for name, value in zip(names, values, strict=True)
+    }
 
 
 @contextlib.contextmanager
