@@ -7,6 +7,7 @@ would only hide a broken install step.
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -20,6 +21,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "tunnel-broker"
 PRODUCTION_VALUES = CHART / "ci" / "production-values.yaml"
+# Every example values file: CI lints and renders the chart with each.
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+DASHBOARD = CHART / "dashboards" / "tunnel-broker.json"
 
 
 def helm_binary() -> str:
@@ -98,14 +102,52 @@ class Rendered:
         container: dict[str, Any] = containers[0]
         return container
 
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        (found,) = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        return found
+
     @property
     def config(self) -> dict[str, str]:
-        data: dict[str, str] = self.one("ConfigMap")["data"]
+        """The broker's ConfigMap (the one the container's ``envFrom`` names; the
+        dashboard's is another)."""
+        (source,) = self.container["envFrom"]
+        data: dict[str, str] = self.named("ConfigMap", source["configMapRef"]["name"])["data"]
         return data
 
     def env(self) -> dict[str, dict[str, Any]]:
         """The container's explicit ``env`` entries by name."""
         return {e["name"]: e for e in self.container.get("env", [])}
+
+    def pod_environment(self, existing: dict[str, dict[str, str]]) -> dict[str, str]:
+        """The TB_* variables the broker process would see: the ConfigMap, then ``env``
+        with each ``secretKeyRef`` read from the chart's own Secret or from ``existing``
+        (the Secrets an operator created: name -> key -> value). A reference to a Secret
+        or key that holds nothing fails, as the pod would."""
+        secrets = {
+            d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d["data"].items()}
+            for d in self.all("Secret")
+        }
+        for name in existing:
+            assert name not in secrets, f"the chart renders a Secret named {name} itself"
+        secrets |= existing
+        env = dict(self.config)
+        for name, entry in self.env().items():
+            if not name.startswith("TB_"):
+                continue
+            if "value" in entry:
+                env[name] = entry["value"]
+                continue
+            source = entry["valueFrom"]
+            if "fieldRef" in source:
+                assert source["fieldRef"]["fieldPath"] == "metadata.name"
+                env[name] = f"{self.deployment['metadata']['name']}-0"
+                continue
+            ref = source["secretKeyRef"]
+            held = secrets.get(ref["name"])
+            assert held is not None, f"{name}: no Secret {ref['name']}"
+            assert ref["key"] in held, f"{name}: no key {ref['key']} in Secret {ref['name']}"
+            env[name] = held[ref["key"]]
+        return env
 
     def broker_variables(self) -> set[str]:
         """Every TB_* name the pod gets, from the ConfigMap and from ``env``."""

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helm.rendering import CHART, PRODUCTION_VALUES, Helm, Rendered, helm_binary
+from tests.helm.promql import exported_series, metric_names
+from tests.helm.rendering import CHART, CI_VALUES, PRODUCTION_VALUES, Helm, Rendered, helm_binary
 from tests.support.broker import app_config, new_secret
 from tunnel_broker.apps import App, parse_apps
-from tunnel_broker.config import SETTINGS, Secret, Settings, settings_from
+from tunnel_broker.config import SETTINGS, Settings, settings_from
 from tunnel_broker.http.app import ROUTES as routes
-from tunnel_broker.node import Node
 
 SETTING_ENVS = {s.env for s in SETTINGS}
 # Settings the chart derives itself rather than taking from `config`.
@@ -31,6 +31,14 @@ CHART_MANAGED = {
     "secret_key",
     "apps_file",
     "node_id",
+    # The `redis` block: topology, sentinels, cluster seeds (test_topologies.py).
+    "redis_topology",
+    "redis_sentinels",
+    "redis_sentinel_master",
+    "redis_sentinel_username",
+    "redis_sentinel_password",
+    "redis_sentinel_tls",
+    "redis_cluster_nodes",
 }
 # What a pod must be told; the rest has broker defaults.
 ESSENTIAL_ENVS = {
@@ -85,10 +93,22 @@ def secret_data(rendered: Rendered) -> dict[str, str]:
 # ---- helm lint and template in CI -------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", [(), PRODUCTION], ids=["default", "production"])
+@pytest.mark.parametrize(
+    "values",
+    [(), *(("-f", str(path)) for path in CI_VALUES)],
+    ids=["default", *(path.stem for path in CI_VALUES)],
+)
 def test_helm_lint_passes(helm: Helm, values: tuple[str, ...]) -> None:
     result = helm.lint(*values)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_values_cover_every_redis_topology() -> None:
+    assert {path.name for path in CI_VALUES} >= {
+        "production-values.yaml",
+        "sentinel-values.yaml",
+        "cluster-values.yaml",
+    }
 
 
 def test_default_values_run_one_pod_on_the_memory_backend(default: Rendered) -> None:
@@ -174,16 +194,18 @@ def test_schema_rejects_values_the_broker_would_not_take(
 # ---- every setting the chart passes is a real broker setting ---------------------------
 
 
-@pytest.mark.parametrize("which", ["default", "production"])
+@pytest.mark.parametrize("which", ["default", *(path.stem for path in CI_VALUES)])
 def test_every_variable_the_chart_sets_is_a_broker_setting(
-    which: str, default: Rendered, production: Rendered
+    which: str, helm: Helm, default: Rendered
 ) -> None:
-    rendered = default if which == "default" else production
+    rendered = (
+        default if which == "default" else helm.template("-f", str(CHART / "ci" / f"{which}.yaml"))
+    )
     names = rendered.broker_variables()
     assert names <= SETTING_ENVS, names - SETTING_ENVS
     assert names >= ESSENTIAL_ENVS
     assert set(rendered.config) <= SETTING_ENVS
-    if which == "production":
+    if which == "production-values":
         assert {"TB_REDIS_URL", "TB_SECRET_KEY", "TB_APPS_FILE"} <= names
 
 
@@ -423,18 +445,12 @@ def test_ingress_keeps_websockets_open_and_exposes_only_the_api(production: Rend
 
 
 def test_alert_rules_only_use_metrics_the_broker_exports(production: Rendered) -> None:
-    # A real node's registry: whatever the broker exports, wired as the broker wires it.
-    metrics = Node(Settings(secret_key=Secret("helm-test-secret-key-0123")), []).metrics
-    exported = set()
-    for family in metrics.registry.collect():
-        exported.add(family.name)
-        if family.type == "counter":
-            exported.add(family.name + "_total")
-        if family.type == "histogram":
-            exported |= {family.name + s for s in ("_bucket", "_sum", "_count")}
+    # Real nodes' registries: whatever the broker exports, wired as the broker wires it.
+    exported = exported_series()
     rules = production.one("PrometheusRule")["spec"]["groups"][0]["rules"]
-    used = {m for rule in rules for m in re.findall(r"\btb_[a-z_]+", rule["expr"])}
-    assert used and used <= exported, used - exported
+    for rule in rules:
+        used = metric_names(rule["expr"])
+        assert used and used <= exported, (rule["alert"], used - exported)
 
 
 # Values documented as one object rather than key by key.

@@ -52,14 +52,37 @@ app.kubernetes.io/component: broker
 {{- end }}
 {{- end }}
 
-{{/* "true" when the pods run on the Redis backend. */}}
+{{/* "true" when the pods run on the Redis backend: a URL is given (any topology), or
+the sentinel topology (its URL only carries the master's credentials and is optional). */}}
 {{- define "tunnel-broker.redisEnabled" -}}
-{{- if or .Values.redis.url .Values.redis.existingSecret }}true{{ end }}
+{{- if or .Values.redis.url .Values.redis.existingSecret (eq (include "tunnel-broker.redisTopology" .) "sentinel") }}true{{ end }}
+{{- end }}
+
+{{- define "tunnel-broker.redisTopology" -}}
+{{- .Values.redis.topology | default "standalone" }}
+{{- end }}
+
+{{/* "true" when the pods get the sentinels' password (TB_REDIS_SENTINEL_PASSWORD). */}}
+{{- define "tunnel-broker.sentinelPassword" -}}
+{{- $s := .Values.redis.sentinel }}
+{{- if and (eq (include "tunnel-broker.redisTopology" .) "sentinel") (or $s.password $s.existingSecret) }}true{{ end }}
 {{- end }}
 
 {{/* "true" when the chart's own Secret has something to hold. */}}
 {{- define "tunnel-broker.ownSecret" -}}
-{{- if or (and .Values.auth.secretKey (not .Values.auth.existingSecret)) (and .Values.redis.url (not .Values.redis.existingSecret)) (and .Values.apps.items (not .Values.apps.existingSecret)) }}true{{ end }}
+{{- if or (and .Values.auth.secretKey (not .Values.auth.existingSecret)) (and .Values.redis.url (not .Values.redis.existingSecret)) (and (include "tunnel-broker.sentinelPassword" .) (not .Values.redis.sentinel.existingSecret)) (and .Values.apps.items (not .Values.apps.existingSecret)) }}true{{ end }}
+{{- end }}
+
+{{/* Where the pods' Redis is, for NOTES.txt: never credentials. */}}
+{{- define "tunnel-broker.redisSummary" -}}
+{{- $topology := include "tunnel-broker.redisTopology" . }}
+{{- if eq $topology "sentinel" }}
+{{- printf "redis, sentinel: master %q via %s" .Values.redis.sentinel.masterName (join "," .Values.redis.sentinel.addresses) }}
+{{- else if eq $topology "cluster" }}
+{{- printf "redis, cluster (sharded pub/sub: Redis 7 or later)" }}
+{{- else }}
+{{- print "redis, standalone" }}
+{{- end }}
 {{- end }}
 
 {{/* "true" when an apps file is mounted. */}}
@@ -122,15 +145,65 @@ too, so CI catches the mistake before an install does.
 {{- define "tunnel-broker.validate" -}}
 {{- $redis := include "tunnel-broker.redisEnabled" . }}
 {{- if and (gt (int .Values.replicaCount) 1) (not $redis) }}
-{{- fail (printf "replicaCount=%d needs Redis: set redis.url or redis.existingSecret (pods share tunnels and presence through it; without it each pod is an island)" (int .Values.replicaCount)) }}
+{{- fail (printf "replicaCount=%d needs Redis: set redis.url or redis.existingSecret, or redis.topology=sentinel with redis.sentinel.addresses (pods share tunnels and presence through it; without it each pod is an island)" (int .Values.replicaCount)) }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (not $redis) }}
-{{- fail "autoscaling.enabled needs Redis: set redis.url or redis.existingSecret" }}
+{{- fail "autoscaling.enabled needs Redis: set redis.url or redis.existingSecret, or redis.topology=sentinel with redis.sentinel.addresses" }}
 {{- end }}
+{{- include "tunnel-broker.validateRedis" . }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled needs ingress.host (clients connect to it, and publicUrl is built on it)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Redis topology's values, as the broker will read them (RedisTopology.from_settings):
+the schema checks the same, this covers installs that skip it and what it cannot say.
+*/}}
+{{- define "tunnel-broker.validateRedis" -}}
+{{- $topology := include "tunnel-broker.redisTopology" . }}
+{{- $sentinel := .Values.redis.sentinel }}
+{{- $nodes := .Values.redis.cluster.nodes | default list }}
+{{- $address := `^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_]([-A-Za-z0-9_.]*[A-Za-z0-9_])?):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$` }}
+{{- if not (has $topology (list "standalone" "sentinel" "cluster")) }}
+{{- fail (printf "redis.topology=%s: expected standalone, sentinel or cluster" $topology) }}
+{{- end }}
+{{- range $name, $list := dict "redis.sentinel.addresses" ($sentinel.addresses | default list) "redis.cluster.nodes" $nodes }}
+{{- range $list }}
+{{- if not (regexMatch $address (toString .)) }}
+{{- fail (printf "%s: %q is not host:port" $name (toString .)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if eq $topology "sentinel" }}
+{{- if not $sentinel.addresses }}
+{{- fail "redis.topology=sentinel needs redis.sentinel.addresses: the sentinels, host:port each" }}
+{{- end }}
+{{- if not $sentinel.masterName }}
+{{- fail "redis.topology=sentinel needs redis.sentinel.masterName (the name the sentinels monitor, often mymaster)" }}
+{{- end }}
+{{- else }}
+{{- if $sentinel.addresses }}
+{{- fail (printf "redis.sentinel.addresses is set but redis.topology=%s: set redis.topology=sentinel" $topology) }}
+{{- end }}
+{{- if or $sentinel.password $sentinel.existingSecret }}
+{{- fail (printf "redis.sentinel.password / existingSecret is set but redis.topology=%s: set redis.topology=sentinel" $topology) }}
+{{- end }}
+{{- end }}
+{{- if eq $topology "cluster" }}
+{{- if not (or .Values.redis.url .Values.redis.existingSecret) }}
+{{- fail "redis.topology=cluster needs redis.url or redis.existingSecret: the URL of a seed node (credentials, rediss:// for TLS)" }}
+{{- end }}
+{{- if and .Values.redis.url (not .Values.redis.existingSecret) (not (regexMatch `^rediss?://[^/]*(/0?)?([?#].*)?$` .Values.redis.url)) }}
+{{- fail "redis.url: a Redis Cluster has database 0 only (no /<db> other than /0)" }}
+{{- end }}
+{{- else if $nodes }}
+{{- fail (printf "redis.cluster.nodes is set but redis.topology=%s: set redis.topology=cluster" $topology) }}
+{{- end }}
+{{- if and (ne $topology "standalone") .Values.redis.url (not .Values.redis.existingSecret) (not (regexMatch `^rediss?://` .Values.redis.url)) }}
+{{- fail (printf "redis.url: the %s topology needs a redis:// or rediss:// URL" $topology) }}
 {{- end }}
 {{- end }}
