@@ -255,9 +255,17 @@ class SteadyTraffic:
         await asyncio.gather(*self._tasks[:7])
 
     async def stop_reading(self) -> None:
-        for task in self._tasks[7:]:
+        await self._cancel(self._tasks[7:])
+
+    async def cancel(self) -> None:
+        """Everything at once (a test that failed midway)."""
+        await self._cancel(self._tasks)
+
+    @staticmethod
+    async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks[7:], return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def ready_everywhere(cluster: Cluster) -> bool:
@@ -330,5 +338,47 @@ async def test_killing_the_redis_master_under_traffic_loses_nothing_and_heals(
             failovers = [await metric(cluster, pod, "tb_redis_failovers_total") for pod in range(3)]
             assert all(seen >= 1 for seen in failovers), failovers
         finally:
-            await traffic.stop_reading()
+            await traffic.cancel()
             room.close()
+
+
+async def test_a_resharding_under_traffic_is_followed_without_loss(tmp_path: Path) -> None:
+    """The slots of the app, of a pod's channel and of the broadcast channel move to other
+    masters while pushes and client messages flow: data calls follow ``ASK``/``MOVED``,
+    subscriptions follow the ``sunsubscribe`` of the shard that gave the slot away."""
+    servers = RedisCluster()
+    with running(servers):
+        async with cluster_of(tmp_path, servers) as cluster:
+            room = Room(cluster)
+            traffic = SteadyTraffic(room)
+            try:
+                await room.open()
+                traffic.start()
+                await asyncio.sleep(1.0)
+                moved = {}
+                for key in ("tb:{demo}:t:x", "tb:node:pod-0", "tb:broadcast"):
+                    moved[key] = await asyncio.to_thread(servers.move_slot_of, key)
+                    await asyncio.sleep(0.5)
+                await check_for(15, lambda: ready_everywhere(cluster), what="ready")
+                await asyncio.sleep(1.0)
+                await traffic.stop()
+                await asyncio.sleep(3.0)
+                await traffic.stop_reading()
+
+                statuses = [status for _, _, status in traffic.statuses]
+                assert set(statuses) <= {200, 503}
+                for n, user, status in traffic.statuses:
+                    if status == 200:
+                        assert f"s{n}" in traffic.received[user], f"push s{n} lost"
+                for user, message in traffic.sent:
+                    assert traffic.received[user].count(f"echo:{message}") == 1, message
+                # The channels are subscribed where their slots went.
+                shards = shard_channels(servers)
+                assert "tb:node:pod-0" in shards[moved["tb:node:pod-0"].port]
+                assert "tb:broadcast" in shards[moved["tb:broadcast"].port]
+                for pod in range(3):
+                    assert await presence(cluster, pod, "room") == room.expected_presence([0, 1, 2])
+                await room.routes_from_every_pod([0, 1, 2])
+            finally:
+                await traffic.cancel()
+                room.close()

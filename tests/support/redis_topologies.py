@@ -159,11 +159,32 @@ class RedisCluster:
         slot = int(live.client().cluster("keyslot", key))
         for address, node in live.client().cluster("nodes").items():
             if "master" in node["flags"] and "fail" not in node["flags"]:
-                for start, end in node["slots"]:
-                    if int(start) <= slot <= int(end):
+                for first, *rest in node["slots"]:  # [start, end], or [slot] after a move
+                    if int(first) <= slot <= int(rest[-1] if rest else first):
                         port = int(address.rsplit(":", 1)[1])
                         return next(n for n in self.nodes if n.port == port)
         raise LookupError(key)
+
+    def move_slot_of(self, key: str) -> Instance:
+        """Migrate the slot of ``key``, keys and all, to another master, as a resharding
+        does (``IMPORTING``/``MIGRATING``, ``MIGRATE``, ``SETSLOT NODE``): clients meet
+        ``ASK`` and then ``MOVED``. Returns the new owner."""
+        source = self.master_of(key)
+        target = next(m for m in self.masters() if m is not source)
+        slot = int(source.client().cluster("keyslot", key))
+        source_id, target_id = source.client().cluster("myid"), target.client().cluster("myid")
+        target.client().execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        source.client().execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        for _ in range(1000):
+            keys = source.client().execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            source.client().execute_command(
+                "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "AUTH", PASSWORD, "KEYS", *keys
+            )
+        for master in (target, source, *self.masters()):
+            master.client().execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        return target
 
     def broker_args(self) -> list[str]:
         seed, *more = self.nodes
