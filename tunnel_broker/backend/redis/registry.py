@@ -95,6 +95,12 @@ class TunnelRegistry:
         tunnel would exceed the user's ``limit`` (0: no check). ``here``: the tunnel has
         another socket open on this pod (or this is it), which ``conn`` continues."""
         app_id = tunnel.app.id
+        # Listed before recorded (two calls: the list is the pod's, in another slot): a
+        # pod dying between them leaves a listing its reaper skips (no record names the
+        # pod), never a record no reaper would find.
+        listing = keys.node_tunnels(self.node_id)
+        member = keys.member(app_id, tunnel.tunnel_id)
+        await self.redis.sadd(listing, member)
         result: list[Any] = await self._attach(
             keys=[
                 keys.tunnel(app_id, tunnel.tunnel_id),
@@ -122,10 +128,8 @@ class TunnelRegistry:
             ],
         )
         if result[0] == "!":
+            await self.redis.srem(listing, member)  # refused: a new tunnel, listed by us
             return None
-        await self.redis.sadd(
-            keys.node_tunnels(self.node_id), keys.member(app_id, tunnel.tunnel_id)
-        )
         old_node, old_conn, merged, owed, life, sent, accepted, sequences = result
         return Written(
             str(old_node),
