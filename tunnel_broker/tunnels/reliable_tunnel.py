@@ -85,6 +85,10 @@ class ReliableTunnel(Tunnel):
         if isinstance(old, ReliableTunnel) and self.resume_after is not None:
             self.sequences = self.reliable = old.sequences
             self.resumed = True
+            # Numbered pushes that reached the old socket while this one registered
+            # (Redis numbered them after the takeover's count): this one writes them.
+            for seq, payload in old.pending.items():
+                self.pending.setdefault(seq, payload)
         super().take_over(old)
 
     def park(self) -> None:

@@ -130,7 +130,7 @@ class RedisBackend(Backend):
         self.upkeep = Upkeep(self)
         self.resumes = ResumeStore(self.redis, node_id, self.health)
         self.sequences = SharedInRedis(
-            self.resumes, Numberer(self.resumes, self.health.mark_unhealthy), self.health
+            self.resumes, Numberer(self.resumes, self.health.mark_unhealthy, hub.get), self.health
         )
         # Each socket's connection id: a takeover or reaping only removes the record of
         # the connection it saw, never a newer one's.

@@ -178,9 +178,15 @@ class Numberer:
     users, groups and "all"): gathered per turn of the loop, numbered in one round trip,
     then written to their sockets, in the order they came."""
 
-    def __init__(self, store: ResumeStore, on_error: Callable[[RedisError], None]) -> None:
+    def __init__(
+        self,
+        store: ResumeStore,
+        on_error: Callable[[RedisError], None],
+        holder: Callable[[str, str], object],
+    ) -> None:
         self.store = store
         self.on_error = on_error
+        self.holder = holder  # the socket holding a tunnel on this pod now
         self._queue: list[tuple[Tunnel, str | bytes]] = []
         self._running: asyncio.Task[None] | None = None
 
@@ -208,6 +214,11 @@ class Numberer:
             logger.warning("%d pushes to reliable tunnels lost: redis unreachable", len(batch))
             return
         for (tunnel, payload), numbered in zip(batch, results, strict=True):
+            # A socket that resumed meanwhile writes it: Redis numbered it after the
+            # resume took its count of the pushes to replay.
+            holder = self.holder(tunnel.app.id, tunnel.tunnel_id)
+            if isinstance(holder, Tunnel) and holder.sequences is tunnel.sequences:
+                tunnel = holder
             if numbered.seq > 0:
                 tunnel.push_numbered(numbered.seq, payload)
             elif numbered.seq < 0:
@@ -240,6 +251,8 @@ class SharedInRedis:
         state.accepted = max(state.accepted, accepted)
         state.durable = max(state.durable, accepted)
         tunnel.written = min(tunnel.resume_after, sent)
+        for seq in [seq for seq in tunnel.pending if seq <= tunnel.written]:
+            del tunnel.pending[seq]  # inherited from the old socket, already received
         try:
             kept = await self.store.replay(tunnel.app.id, tunnel.tunnel_id, tunnel.written, sent)
         except RedisError as exc:  # the tunnel is registered already: fetch them later
