@@ -1,7 +1,8 @@
 """``GET /v1/connect?token=...``: the life of one tunnel, from handshake to close.
 
-A raw ASGI handler rather than a Starlette endpoint: this runs once per message on the
-hottest path, and the tunnel needs the server's own ``send`` (see ``writer.py``).
+A raw ASGI handler rather than a Starlette endpoint, for the handshake and the end; in
+between, the socket itself (``protocol.py``) hands the client's messages to the tunnel's
+reader (``reader.py``) and takes pushes from its writer (``writer.py``), past ASGI.
 The order of events per tunnel is always connected, messages..., closed, and exactly one
 ``tunnel.closed`` follows each ``tunnel.connected`` whatever ends the socket.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from time import monotonic
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,6 +26,8 @@ from tunnel_broker.errors import (
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
+from tunnel_broker.tunnels.protocol import SOCKET_EXTENSION, TunnelProtocol
+from tunnel_broker.tunnels.reader import TunnelReader
 from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.wafer.events import is_wafer_tunnel
@@ -73,6 +75,7 @@ class ConnectHandler:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
+        socket = scope["extensions"][SOCKET_EXTENSION]
         node = self.node
         metrics = node.metrics
         apps = node.apps
@@ -134,9 +137,15 @@ class ConnectHandler:
         except TooManyTunnels:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
             return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels", subprotocol)
+        # From now on the socket hands the client's messages to the reader, and pushes
+        # are written to it directly (``protocol.py``).
+        socket.consumer = TunnelReader(
+            tunnel, socket, node.events, node.backend.lease, metrics.messages_in, self._inbound
+        )
         await send(_accept(subprotocol))
         self._opened(tunnel)
         tunnel.writer.release()
+        tunnel.writer.direct = socket
         if not took_over:
             node.events.emit(
                 app, events.connected(fragment, tunnel.tunnel_id), tunnel.approve, tunnel.epoch
@@ -146,7 +155,7 @@ class ConnectHandler:
         code, reason = 1006, ""
         dropped = False
         try:
-            code, reason = await self._pump(tunnel, receive)
+            code, reason = await self._relay(tunnel, socket, receive)
             dropped = tunnel.close_code is None and code not in _CLIENT_ENDS
         finally:
             tunnel.end()
@@ -226,79 +235,19 @@ class ConnectHandler:
                 return CloseCode.TRY_AGAIN_LATER, "overloaded"
         return None
 
-    async def _pump(self, tunnel: Tunnel, receive: Receive) -> tuple[int, str]:
-        """Relay the client's messages until the socket ends; return its close code."""
-        node = self.node
-        app = tunnel.app
-        # Looked up per message: a pod reaped while cut off from Redis starts its queues
-        # afresh (``backend/redis/adoption.py``), and its sockets go on.
-        queue_of = node.events.queue
-        lease = node.backend.lease
-        max_bytes = app.limits.max_message_bytes
-        bucket = tunnel.bucket
-        numbered = tunnel if isinstance(tunnel, ReliableTunnel) else None
-        messages_in = node.metrics.messages_in
-        app_id = app.id
-        fragment = tunnel.fragment
-        tunnel_id = tunnel.tunnel_id
-        inbound = self._inbound
-        await _holding(tunnel, tunnel.wait_approved())
-        await _holding(tunnel, tunnel.wait_for_predecessor())
-        while True:
-            queue = queue_of(app)
-            if queue.full and tunnel.close_code is None:
-                # A closing socket is read to its end regardless: what its client sent
-                # before our close frame is bounded, and belongs before anything newer.
-                await _holding(tunnel, tunnel.unless_closed(queue.wait_for_room()))
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                return int(message.get("code", 1005)), str(message.get("reason") or "")
-            if kind != "websocket.receive" or not tunnel.relays:
-                continue
-            text = message.get("text")
-            payload: str | bytes = text if text is not None else message.get("bytes") or b""
-            # UTF-8 needs at most 4 bytes a character: most texts need no encoding to check.
-            size = len(payload)
-            if isinstance(payload, str) and size * 4 > max_bytes:
-                size = len(payload.encode())
-            if size > max_bytes:
-                tunnel.close(CloseCode.MESSAGE_TOO_BIG, "message_too_big")
-                continue
-            now = monotonic()
-            if now > lease.valid_until:
-                await _holding(tunnel, lease.renewed())  # see ``backend.base.Lease``
-                now = monotonic()
-            # The reliable protocol charges its own frames (``Tunnel.receive_numbered``).
-            if numbered is None and not bucket.take(now):
-                tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
-                continue
-            tunnel.last_activity = now
-            relayed = inbound(tunnel, payload)
-            if relayed is None:
-                continue
-            messages_in[app_id] += 1
-            # The epoch too: a socket registered again after its pod was reaped has a new one.
-            if numbered is None:
-                event, delivered = events.message(fragment, tunnel_id, relayed), None
-            else:
-                event, delivered = numbered.numbered_event(relayed)
-            queue_of(app).emit(event, delivered, tunnel.epoch)
-
-
-async def _holding(tunnel: Tunnel, wait: Awaitable[None]) -> None:
-    """Stop reading ``tunnel`` until ``wait`` is done: back-pressure, not loss.
-
-    The client's messages meanwhile wait unread (in the kernel, then in its own socket),
-    and its keepalive answers with them (``tunnels/protocol.py`` lets no deadline run
-    out while it holds them). What it sent at its allowed rate meanwhile then arrives at
-    once and is not charged as a burst (``TokenBucket.forgive``)."""
-    started = monotonic()
-    tunnel.held = True
-    try:
-        await wait
-    finally:
-        tunnel.held = False
-        now = monotonic()
-        tunnel.bucket.forgive(now - started, now)
-        tunnel.last_activity = now
+    async def _relay(
+        self, tunnel: Tunnel, socket: TunnelProtocol, receive: Receive
+    ) -> tuple[int, str]:
+        """Relay the client's messages (the socket hands them to the reader) until the
+        socket ends and what it read was relayed; return its close code."""
+        reader = socket.consumer
+        assert isinstance(reader, TunnelReader)
+        try:
+            while True:
+                message = await receive()  # only the disconnect comes this way
+                if message["type"] == "websocket.disconnect":
+                    break
+            await reader.drained()
+        finally:
+            await reader.stop()
+        return int(message.get("code", 1005)), str(message.get("reason") or "")

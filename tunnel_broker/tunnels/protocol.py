@@ -25,18 +25,75 @@ And a text message that is not UTF-8 fails the connection with 1007 quietly (sto
 uvicorn logged a traceback for each, and crashed when the client's close frame came in
 the same read). Everything else (handshake, framing, keepalive pings, limits) is
 uvicorn's and ``websockets``', unchanged.
+
+**The tunnel's own path, past ASGI.** Once a tunnel is open its messages skip the ASGI
+queue: each goes straight to the tunnel's reader (``consumer``, ``tunnels/reader.py``),
+which takes it or says to hold it; held messages wait here, in order, with the socket's
+reading paused, until the reader ``resume``s. And a push writes its frame, encoded once
+for all its sockets (``frames.py``), straight to the transport (``write_message``). Per
+message that saves a dictionary, a queue, a task switch and two system calls (reading
+paused and resumed), and on the way out a frame object per socket
+(docs/performance.md, issue #16). ASGI still carries the handshake and the disconnect.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Protocol, cast
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
 
+from tunnel_broker.tunnels import frames
 from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.writer import Message, Step
+
+logger = logging.getLogger("tunnel_broker.tunnels.protocol")
+
+
+class Consumer(Protocol):
+    def frame(self, payload: str | bytes) -> bool:
+        """Take one message of the client; False: hold it, and what follows, until
+        ``TunnelProtocol.resume``."""
+
+
+class Inbox:
+    """The ASGI events a tunnel's socket still queues (its connect, its disconnect, and
+    messages only before a reader takes them): a list and one waiter, where
+    ``asyncio.Queue`` weighed 1.5 KB on every idle socket. One consumer, the handler."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+# The ASGI scope extension under which the handler finds its socket.
+SOCKET_EXTENSION = "tunnel_broker.socket"
 
 
 class TunnelProtocol(WebSocketsSansIOProtocol):
@@ -47,6 +104,15 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
         # Set once the application returned: nobody will consume messages any more, so
         # none is kept and no deadline waits for the application.
         self.app_done = False
+        self.consumer: Consumer | None = None
+        self._held: deque[str | bytes] | None = None  # messages the consumer held back
+        self.queue = Inbox()  # type: ignore[assignment]
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # a request that became a WebSocket
+            scope["extensions"][SOCKET_EXTENSION] = self
 
     # ---- 1. deadlines paused with reading -------------------------------------------------
 
@@ -78,19 +144,82 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
         # or the connection is being torn down.
         if self.close_sent and (self.app_done or self.transport.is_closing()):
             return
+        payload: str | bytes
         if self.curr_msg_data_type == "text":
             try:
-                text = data.decode()
+                payload = data.decode()
             except UnicodeDecodeError:
                 if not self.close_sent:  # else the stream is ending anyway
                     self._invalid_text()
                 return
-            self.queue.put_nowait({"type": "websocket.receive", "text": text})
         else:
-            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+            payload = data
+        consumer = self.consumer
+        if consumer is not None:
+            if self._held is None and self._take(consumer, payload):
+                return
+            if self._held is None:
+                self._held = deque()
+            self._held.append(payload)
+        elif isinstance(payload, str):
+            self.queue.put_nowait({"type": "websocket.receive", "text": payload})
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": payload})
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """The consumer takes messages again: the held ones first, then reading on (unless
+        it holds again)."""
+        held, consumer = self._held, self.consumer
+        if held is not None and consumer is not None:
+            while held:
+                if not self._take(consumer, held[0]):
+                    return
+                held.popleft()
+            self._held = None
+        if self.read_paused and not self.transport.is_closing():
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _forget_handshake(self) -> None:
+        """An open tunnel needs none of its handshake: its request, response and ASGI
+        scope (their headers, a copy of the app state, the connect token) would stay with
+        every idle socket, a few kilobytes each (``bench/broker_bench.py --memory``)."""
+        # The protocol library's parser keeps the request object for the socket's life:
+        # empty it (the token is in its path).
+        self.request.headers = Headers()
+        self.request.path = ""
+        del self.request, self.response
+        cast(dict[str, Any], self.scope).clear()  # the handler read what it needs already
+
+    def _take(self, consumer: Consumer, payload: str | bytes) -> bool:
+        try:
+            return consumer.frame(payload)
+        except Exception:
+            # A bug, not the client's doing: this socket ends (1011), the others go on.
+            logger.exception("tunnel reader failed; closing its socket")
+            if self.conn.state is State.OPEN:
+                self.conn.send_close(CloseCode.INTERNAL_ERROR, "internal_error")
+                self.handle_parser_exception()
+            return True
+
+    @property
+    def holding(self) -> bool:
+        """Whether messages read from the client wait for the consumer."""
+        return bool(self._held)
+
+    def write_message(self, message: Message) -> Step:
+        """Write one ``websocket.send`` message now, if the socket can take it: ``SENT``,
+        ``FAILED`` (the socket is gone or closing), or ``WOULD_BLOCK`` (its buffer is
+        full: nothing written)."""
+        if self.close_sent or self.disconnected or self.transport.is_closing():
+            return Step.FAILED
+        if not self.writable.is_set():
+            return Step.WOULD_BLOCK
+        self.transport.write(frames.of_message(message))
+        return Step.SENT
 
     def _invalid_text(self) -> None:
         """A text message that is not UTF-8: fail the connection with 1007 (RFC 6455,
@@ -108,6 +237,8 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
             or self.initial_response is not None
         ):
             await super().send(message)
+            if message["type"] == "websocket.accept":
+                self._forget_handshake()
             return
         # Suspends only before writing anything (tunnels/writer.py relies on it).
         await self.writable.wait()

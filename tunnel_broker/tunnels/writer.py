@@ -7,10 +7,12 @@ otherwise joins a backlog of this socket's own that a task drains in order, boun
 messages and in bytes. A client that lets its backlog fill up is a slow consumer; the
 caller closes it.
 
-How "at once" works: uvicorn's sans-I/O WebSocket protocol suspends in ``send()`` only
-while waiting for the transport to become writable, before writing anything. Stepping the
-coroutine once therefore writes synchronously in the common case, without a task per
-message; if it suspends, nothing was written, and the message is queued instead.
+How "at once" works: an open socket writes a message's frame to its transport if the
+transport is not above its high-water mark (``direct``, ``protocol.py``), and says so.
+Before that, and for a close, the server's ASGI ``send`` is stepped once: uvicorn's
+sans-I/O protocol suspends only while waiting for the transport to become writable,
+before writing anything, so one step writes synchronously in the common case, without a
+task per message; if it suspends, nothing was written, and the message is queued.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 Message = MutableMapping[str, Any]
 ASGISend = Callable[[Message], Awaitable[None]]
@@ -51,22 +53,27 @@ def send_message(payload: str | bytes) -> Message:
     return {"type": "websocket.send", "bytes": payload}
 
 
-class _Step(Enum):
+class DirectSocket(Protocol):
+    def write_message(self, message: Message) -> Step:
+        """Write now if the socket can take it (``tunnels/protocol.py``)."""
+
+
+class Step(Enum):
     SENT = "sent"
     FAILED = "failed"  # the socket is gone
     WOULD_BLOCK = "would_block"  # nothing written
 
 
-def _step(send: ASGISend, message: Message) -> _Step:
+def _step(send: ASGISend, message: Message) -> Step:
     coro = send(message)
     try:
         coro.send(None)  # type: ignore[attr-defined]
     except StopIteration:
-        return _Step.SENT
+        return Step.SENT
     except Exception:
-        return _Step.FAILED
+        return Step.FAILED
     coro.close()  # type: ignore[attr-defined]
-    return _Step.WOULD_BLOCK
+    return Step.WOULD_BLOCK
 
 
 class SocketWriter:
@@ -77,6 +84,7 @@ class SocketWriter:
         "_held",
         "_send",
         "_task",
+        "direct",
         "max_backlog",
         "max_backlog_bytes",
         "overflowed",
@@ -98,6 +106,9 @@ class SocketWriter:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._held: Message | None = None  # see ``hold``
+        # The socket itself, once open: writes skip ASGI (``protocol.py``); the backlog
+        # and the close still go through ``send``, which waits for the socket.
+        self.direct: DirectSocket | None = None
 
     def hold(self) -> None:
         """Queue every write until ``release``: the socket's handshake is not complete
@@ -139,12 +150,13 @@ class SocketWriter:
             backlog.append(message)
             self._backlog_bytes += size
             return True
-        step = _step(self._send, message)
-        if step is _Step.WOULD_BLOCK:
+        direct = self.direct
+        step = direct.write_message(message) if direct is not None else _step(self._send, message)
+        if step is Step.WOULD_BLOCK:
             self._backlog = deque([message])
             self._backlog_bytes = _size(message)
             self._task = asyncio.get_running_loop().create_task(self._drain())
-        return step is not _Step.FAILED
+        return step is not Step.FAILED
 
     async def _drain(self) -> None:
         backlog = self._backlog
@@ -178,7 +190,7 @@ class SocketWriter:
             self._backlog = None
             self._backlog_bytes = 0
         message: Message = {"type": "websocket.close", "code": code, "reason": reason}
-        if _step(self._send, message) is _Step.WOULD_BLOCK:
+        if _step(self._send, message) is Step.WOULD_BLOCK:
             task = asyncio.get_running_loop().create_task(self._close_later(message))
             _background.add(task)
             task.add_done_callback(_background.discard)

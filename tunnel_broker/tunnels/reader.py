@@ -1,0 +1,155 @@
+"""The read side of one open tunnel: each message of its client, relayed or refused, as
+the socket hands it over (``protocol.py``), with no task switch per message.
+
+A message is relayed to the business server (an event in the app's queue) unless the
+tunnel is closed for abuse, the message is too big, or the client sends faster than its
+app allows. When a message cannot be relayed *yet* the reader holds the socket instead:
+before the business server approved the tunnel, until the socket this one took over was
+read to its end, while the app's event queue is full (back-pressure: the client waits,
+nothing is dropped), while this pod's lease may have run out. The socket then keeps that
+message and everything after it, unread, until the wait is over; one task waits, and
+the socket resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from time import monotonic
+from typing import Protocol
+
+from tunnel_broker.tunnels.closecodes import CloseCode
+from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
+from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.webhooks import events
+from tunnel_broker.webhooks.delivery import EventDelivery
+
+
+class Socket(Protocol):
+    """What a reader needs of its socket (``protocol.TunnelProtocol``)."""
+
+    def resume(self) -> None: ...
+
+
+class Lease(Protocol):
+    """This pod's lease (``backend.base.Lease``): what it reads after ``valid_until``
+    (monotonic) waits for the next renewal, by which time a pod that was reaped has
+    rejoined."""
+
+    valid_until: float
+
+    def renewed(self) -> Awaitable[None]: ...
+
+
+Inbound = Callable[[Tunnel, str | bytes], str | bytes | None]
+
+
+class TunnelReader:
+    __slots__ = ("_waiting", "delivery", "inbound", "lease", "messages_in", "socket", "tunnel")
+
+    def __init__(
+        self,
+        tunnel: Tunnel,
+        socket: Socket,
+        delivery: EventDelivery,
+        lease: Lease,
+        messages_in: dict[str, int],
+        inbound: Inbound,
+    ) -> None:
+        self.tunnel = tunnel
+        self.socket = socket
+        self.delivery = delivery  # looked up per message: a reaped pod starts afresh
+        self.lease = lease
+        self.messages_in = messages_in
+        self.inbound = inbound  # the protocol's message of a frame (None: nothing to relay)
+        self._waiting: asyncio.Task[None] | None = None
+        # Nothing is relayed before the business server approved the tunnel, nor before
+        # what the socket this one took over read has gone first.
+        self._hold(self._opening())
+
+    async def _opening(self) -> None:
+        await self.tunnel.wait_approved()
+        await self.tunnel.wait_for_predecessor()
+
+    def frame(self, payload: str | bytes) -> bool:
+        """One message of the client; False: the socket holds it (and what follows)."""
+        if self._waiting is not None:
+            return False
+        tunnel = self.tunnel
+        app = tunnel.app
+        queue = self.delivery.queue(app)
+        if queue.full and tunnel.close_code is None:
+            # A closing socket is read to its end regardless: what its client sent
+            # before our close frame is bounded, and belongs before anything newer.
+            self._hold(tunnel.unless_closed(queue.wait_for_room()))
+            return False
+        if not tunnel.relays:
+            return True
+        max_bytes = app.limits.max_message_bytes
+        # UTF-8 needs at most 4 bytes a character: most texts need no encoding to check.
+        size = len(payload)
+        if isinstance(payload, str) and size * 4 > max_bytes:
+            size = len(payload.encode())
+        if size > max_bytes:
+            tunnel.close(CloseCode.MESSAGE_TOO_BIG, "message_too_big")
+            return True
+        now = monotonic()
+        lease = self.lease
+        if now > lease.valid_until:
+            self._hold(lease.renewed())
+            return False
+        numbered = tunnel if isinstance(tunnel, ReliableTunnel) else None
+        # The reliable protocol charges its own frames (``Tunnel.receive_numbered``).
+        if numbered is None and not tunnel.bucket.take(now):
+            tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
+            return True
+        tunnel.last_activity = now
+        relayed = self.inbound(tunnel, payload)
+        if relayed is None:
+            return True
+        self.messages_in[app.id] += 1
+        # The epoch too: a socket registered again after its pod was reaped has a new one.
+        if numbered is None:
+            event, delivered = events.message(tunnel.fragment, tunnel.tunnel_id, relayed), None
+        else:
+            event, delivered = numbered.numbered_event(relayed)
+        queue.emit(event, delivered, tunnel.epoch)
+        return True
+
+    def _hold(self, wait: Awaitable[None]) -> None:
+        self._waiting = asyncio.get_running_loop().create_task(self._wait(wait))
+
+    async def _wait(self, wait: Awaitable[None]) -> None:
+        """Stop reading until ``wait`` is done: back-pressure, not loss.
+
+        The client's messages meanwhile wait unread (in the kernel, then in its own
+        socket), and its keepalive answers with them (``protocol.py`` lets no deadline
+        run out while it holds them). What it sent at its allowed rate meanwhile then
+        arrives at once and is not charged as a burst (``TokenBucket.forgive``)."""
+        tunnel = self.tunnel
+        started = monotonic()
+        tunnel.held = True
+        try:
+            await wait
+        finally:
+            tunnel.held = False
+            now = monotonic()
+            tunnel.bucket.forgive(now - started, now)
+            tunnel.last_activity = now
+            self._waiting = None
+        self.socket.resume()
+
+    async def drained(self) -> None:
+        """Until every message the socket read was taken (the socket has ended: what it
+        holds is still relayed, after the waits it is held for)."""
+        while self._waiting is not None:
+            await asyncio.shield(self._waiting)
+
+    async def stop(self) -> None:
+        """Stop waiting (the tunnel's task is being cancelled)."""
+        task = self._waiting
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
