@@ -261,6 +261,9 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
             await super().run_asgi()
         finally:
             self.app_done = True
+            # The tunnel has ended (its close reported): nothing read now may follow.
+            self.consumer = None
+            self._held = None
             if self.read_paused and not self.transport.is_closing():
                 # Nobody will consume what is queued: read on, so the close completes.
                 self.read_paused = False
