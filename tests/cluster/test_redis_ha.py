@@ -379,3 +379,44 @@ async def test_a_resharding_under_traffic_is_followed_without_loss(tmp_path: Pat
             assert "tb:node:pod-0" in shards[moved["tb:node:pod-0"].port]
             assert "tb:broadcast" in shards[moved["tb:broadcast"].port]
             await room.right_everywhere()
+
+
+async def test_a_burst_of_closes_keeps_cluster_pods_ready_and_they_stop_cleanly(
+    tmp_path: Path,
+) -> None:
+    """300 tunnels of one pod closing at once: many Redis calls to one shard at the same
+    moment wait their turn (the cluster client's node pools raised when full, and every
+    pod took Redis for unreachable); and a pod on a cluster stops with exit code 0."""
+    servers = RedisCluster()
+    with running(servers):
+        async with cluster_of(tmp_path, servers, pods=2, on_events=None) as cluster:
+            issued = [await cluster.issue(0, f"burst{i}") for i in range(300)]
+            sockets = await asyncio.gather(*(connect(cluster.on_pod(0, i)) for i in issued))
+            await check_for(20, lambda: len(cluster.receiver.events) >= 300, what="connected")
+            unready = 0
+
+            async def watch() -> None:
+                nonlocal unready
+                async with httpx.AsyncClient() as http:
+                    while True:
+                        for pod in cluster.pods:
+                            if (await http.get(pod.url + "/readyz")).status_code != 200:
+                                unready += 1
+                        await asyncio.sleep(0.02)
+
+            watcher = asyncio.get_running_loop().create_task(watch())
+            await asyncio.gather(*(ws.close() for ws in sockets))
+            await check_for(
+                20,
+                lambda: (
+                    len([e for e in cluster.receiver.events if e["type"] == "tunnel.closed"]) == 300
+                ),
+                what="every close reported",
+            )
+            watcher.cancel()
+            assert unready == 0, "a pod turned unready during the burst"
+            for pod in range(2):
+                assert await metric(cluster, pod, "tb_redis_outages_total") == 0
+            cluster.pods[0].terminate()
+            assert await cluster.pods[0].wait(20) == 0
+            assert "shutdown failed" not in cluster.pods[0].read_output().lower()
