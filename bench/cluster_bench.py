@@ -10,9 +10,26 @@ bench measures what the Redis hop adds, so an operator knows what running N pods
   alternating chunks so host noise hits both alike. Latency is from just before the POST
   until the client has the frame. Also the CPU per push of the API pod, the owning pod and
   redis-server (target: cross-pod adds <= 2 ms at p50);
+* ``--broadcast-cost``: one tunnel on each pod in a group; ``--broadcast-pushes``
+  sequential pushes to that group through pod 0: what one broadcast (a PUBLISH every pod
+  receives) costs Redis and the pods when there is next to nothing to fan out, and its
+  latency to the last pod. (In ``--fanout`` Redis's share is small next to its own
+  background over the long fan-out, so it is better read here.)
 * ``--fanout``: ``--tunnels-per-pod`` clients on each pod; ``--broadcasts`` pushes to
   ``{"all":true}`` and then to a group spanning every pod, all sent through pod 0;
   deliveries/s until every client has every message, and each pod's CPU per delivery.
+
+``--topology`` picks the Redis the pods share: ``standalone`` (one ``redis-server``, the
+default), ``sentinel`` (a master, a replica and three sentinels; the pods find the master
+through the sentinels) or ``cluster`` (three masters with a replica each; pod-to-pod messages
+use sharded pub/sub, an app's keys live on one shard, each pod's channel on whichever shard
+it hashes to). Sentinel and cluster are the servers of ``tests/support/redis_topologies.py``
+(every server requires a password). "Redis CPU" is the masters' CPU (summed over the
+shards on a cluster, and per shard too); replicas and sentinels are reported on their own
+lines, as they are not on a push's path. Redis figures also come "net of idle": minus the
+background each process showed in an ``--idle-window`` just before (cron, cluster bus,
+sentinel pings, the pods' leases), which the fast-failover test settings make larger than
+a production setup's. A closing "summary" table has the headline numbers.
 
 Layout: with 2 CPUs the three pods and redis-server share CPU 0 (``--pod-cpus``,
 ``--redis-cpu``) and the load (this process) and the webhook receiver use CPU 1
@@ -21,11 +38,16 @@ achieves; the per-process CPU numbers (read from /proc) are each process's own c
 
     .venv/bin/python bench/cluster_bench.py                 # full sizes, ~1-2 minutes
     .venv/bin/python bench/cluster_bench.py --quick         # < 1 minute
+    .venv/bin/python bench/cluster_bench.py --topology cluster   # 3 masters + 3 replicas
+    .venv/bin/python bench/cluster_bench.py --topology sentinel  # master, replica, 3 sentinels
     .venv/bin/python bench/cluster_bench.py --latency --pushes 1000 --json out.json
     .venv/bin/python bench/cluster_bench.py --py-spy /tmp/prof   # profiles (slower numbers)
 
 Every wait has a deadline, every loop a count; all processes are stopped on exit, Ctrl-C
-and errors (they run in their own process groups so Ctrl-C reaches only this process).
+and errors (they run in their own process groups so Ctrl-C reaches only this process;
+the sentinel and cluster servers, started by the test helpers, do not, and a Ctrl-C stops
+them too). The pods' log lines (at ``--log-level``, warning by default) are quoted at
+the end.
 """
 
 from __future__ import annotations
@@ -33,8 +55,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -84,10 +108,14 @@ from common import (
 )
 
 OPEN_GAUGE = "tb_tunnels_open"
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T][\d:,.]+ ")  # a log record's start
+ADDRESS = re.compile(r"0x[0-9a-f]+")  # object addresses make equal messages differ
 GROUP = "room"
 _SHOWN: set[int] = set()
 # Every process this run started, so the last-resort cleanup in main() finds them all.
 _STARTED: list[ManagedProcess] = []
+# Cleanups of Redis topologies started through tests/support (they stop their own servers).
+_CLEANUPS: list[Callable[[], None]] = []
 
 
 def show(result: PhaseResult) -> None:
@@ -177,35 +205,210 @@ def precise_cpu_seconds(proc: ManagedProcess) -> float:
     return total / 1e9 if total else proc.cpu_seconds()
 
 
+# --------------------------------------------------------------------------- redis topologies
+
+APP_KEY = "tb:{bench}:t:x"  # any key of the bench's app: all of them share the hash tag
+
+
+@dataclass
+class RedisSetup:
+    """The Redis the pods share, whatever its topology.
+
+    ``procs`` are every ``redis-server`` process (data nodes and sentinels); ``groups`` say
+    how their CPU is reported: ``(label, indexes into procs)``, the first always the
+    masters (summed: the "Redis CPU" of every table), then per shard on a cluster, then
+    replicas and sentinels. ``shards`` describes each shard for the info table.
+    """
+
+    topology: str
+    procs: list[ManagedProcess]
+    groups: list[tuple[str, list[int]]]
+    broker_args: list[str]
+    cleanup: Callable[[], object]
+    shards: dict[str, str] = field(default_factory=dict)
+    where: str = ""  # the servers' scratch directory (sentinel, cluster)
+
+    @property
+    def ports(self) -> str:
+        return ", ".join(f"{p.name.removeprefix('redis-')} {p.port}" for p in self.procs)
+
+    def additive_groups(self) -> list[int]:
+        """Groups besides the masters that add to them (replicas, sentinels), not the
+        per-shard parts of the masters' sum."""
+        masters = set(self.groups[0][1])
+        return [
+            g for g, (_, members) in enumerate(self.groups) if g and masters.isdisjoint(members)
+        ]
+
+    def stop(self) -> None:
+        self.cleanup()
+
+
+def pin_all_threads(pid: int, cpu: int) -> bool:
+    """Pin every thread of a running process (redis-server starts its bio threads before we
+    could pin it, and a thread keeps the affinity it was born with)."""
+    if cpu >= (os.cpu_count() or 1):
+        return False
+    pinned = False
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), {cpu})
+                pinned = True
+    return pinned
+
+
+def _wrap(instance: Any, name: str, cpu: int) -> ManagedProcess:
+    """A ``redis_topologies.Instance`` as a ManagedProcess (for CPU readings), pinned."""
+    popen = instance.proc
+    if popen is None:
+        raise RuntimeError(f"{name} is not running")
+    pin_all_threads(popen.pid, cpu)
+    # The test servers log to /dev/null: no log tail to show.
+    return ManagedProcess(
+        name=name, popen=popen, log_path=instance.dir / "none.log", port=instance.port
+    )
+
+
+def _topologies_module() -> Any:
+    """``tests.support.redis_topologies`` (the repository root on sys.path for it)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    # By name: mypy (strict on this file) need not follow into the test helpers.
+    return importlib.import_module("tests.support.redis_topologies")
+
+
+def _keyslot(client: Any, key: str) -> int:
+    return int(client.cluster("keyslot", key))
+
+
+def start_redis_topology(args: argparse.Namespace, work: Path, npods: int) -> RedisSetup:
+    """Start ``--topology``'s servers, pin them to ``--redis-cpu`` and say how to reach them."""
+    cpu = args.redis_cpu
+    if args.topology == "standalone":
+        proc = start_redis(work, cpu, args.redis_server)
+        return RedisSetup(
+            "standalone",
+            [proc],
+            [("redis-server", [0])],
+            ["--redis-url", f"redis://{HOST}:{proc.port}/0"],
+            lambda: proc.stop(10),
+        )
+    topo = _topologies_module()
+    if args.topology == "sentinel":
+        sentinels = topo.RedisSentinels()
+        _CLEANUPS.append(sentinels.cleanup)
+        sentinels.start()
+        master = sentinels.current_master()
+        replica = next(n for n in sentinels.data_nodes if n is not master)
+        procs = [_wrap(master, "redis-master", cpu), _wrap(replica, "redis-replica", cpu)]
+        procs += [_wrap(s, f"redis-sentinel{i}", cpu) for i, s in enumerate(sentinels.sentinels)]
+        n = len(sentinels.sentinels)
+        roles: list[tuple[str, list[int]]] = [
+            ("redis master", [0]),
+            ("redis replica", [1]),
+            (f"{n} sentinels (sum)", list(range(2, 2 + n))),
+        ]
+        return RedisSetup(
+            "sentinel",
+            procs,
+            roles,
+            sentinels.broker_args(),
+            sentinels.cleanup,
+            where=str(sentinels.root),
+        )
+    cluster = topo.RedisCluster()
+    _CLEANUPS.append(cluster.cleanup)
+    cluster.start()
+    masters = cluster.masters()
+    client = masters[0].client()
+    slots: dict[int, list[list[Any]]] = {node.port: [] for node in masters}
+    for address, node in client.cluster("nodes").items():
+        port = int(address.rsplit(":", 1)[1])
+        if port in slots:
+            slots[port] = list(node["slots"])
+    # shard1 is the one from slot 0 on, whatever ports the run got: the same names each run.
+    masters.sort(key=lambda m: min((int(r[0]) for r in slots[m.port]), default=1 << 14))
+    replicas = [node for node in cluster.nodes if node not in masters]
+    # What lives where: the app's keys, each pod's channel and the broadcast channel.
+    owned: dict[int, list[str]] = {node.port: [] for node in masters}
+    things = {"app keys {bench}": APP_KEY, "tb:broadcast": "tb:broadcast"}
+    things |= {f"tb:node:pod-{i}": f"tb:node:pod-{i}" for i in range(npods)}
+    for what, key in things.items():
+        owner = cluster.master_of(key)
+        owned[owner.port].append(f"{what} (slot {_keyslot(client, key)})")
+    procs = [_wrap(m, f"redis-shard{i + 1}", cpu) for i, m in enumerate(masters)]
+    procs += [_wrap(r, f"redis-replica{i + 1}", cpu) for i, r in enumerate(replicas)]
+    nm = len(masters)
+    groups: list[tuple[str, list[int]]] = [(f"redis {nm} masters (sum)", list(range(nm)))]
+    groups += [(f"redis shard{i + 1}", [i]) for i in range(nm)]
+    groups.append((f"redis {len(replicas)} replicas (sum)", list(range(nm, len(procs)))))
+    shards = {
+        f"shard{i + 1}: port, slots, holds": f"{m.port}, "
+        + " ".join("-".join(str(x) for x in r) for r in slots[m.port])
+        + ", "
+        + ("; ".join(owned[m.port]) or "none of the bench's keys/channels")
+        for i, m in enumerate(masters)
+    }
+    return RedisSetup(
+        "cluster", procs, groups, cluster.broker_args(), cluster.cleanup, shards, str(cluster.root)
+    )
+
+
 # --------------------------------------------------------------------------- cluster
 
 
 @dataclass
 class Cluster:
-    """redis-server + pods + webhook receiver + one API client per pod."""
+    """Redis (any topology) + pods + webhook receiver + one API client per pod.
 
-    redis: ManagedProcess
+    CPU readings (``cpu``, ``cpu_system``) are one list: pod 0..n-1, then one entry per
+    Redis group (``names`` labels them); entry ``npods`` is always the Redis masters' sum.
+    """
+
+    redis: RedisSetup
     receiver: ManagedProcess
     pods: list[ManagedProcess]
     apis: list[ApiClient]
     startup_seconds: list[float] = field(default_factory=list)
     shutdown_seconds: list[float] = field(default_factory=list)
+    # The headline numbers, filled in by the phases for the closing summary table.
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def measured(self) -> list[ManagedProcess]:
-        return [*self.pods, self.redis, self.receiver]
+        return [*self.pods, *self.redis.procs, self.receiver]
+
+    @property
+    def npods(self) -> int:
+        return len(self.pods)
+
+    @property
+    def names(self) -> list[str]:
+        return [f"pod-{i}" for i in range(self.npods)] + [g for g, _ in self.redis.groups]
+
+    @property
+    def redis_label(self) -> str:
+        """What entry ``npods`` of a CPU reading is ("redis-server", "redis master", ...)."""
+        return self.redis.groups[0][0]
 
     def cpu(self) -> list[float]:
-        """CPU seconds of pod 0..n-1, then redis-server (one snapshot, ns resolution)."""
-        return [precise_cpu_seconds(p) for p in [*self.pods, self.redis]]
+        """CPU seconds of pod 0..n-1, then of each Redis group (one snapshot, ns resolution)."""
+        redis = [precise_cpu_seconds(p) for p in self.redis.procs]
+        return [precise_cpu_seconds(p) for p in self.pods] + [
+            sum(redis[i] for i in members) for _, members in self.redis.groups
+        ]
 
     def cpu_system(self) -> list[tuple[float, float]]:
-        """(system, user + system) seconds per pod, then redis, in clock ticks (psutil):
-        coarse, but over a whole phase good enough for the kernel's share of the work."""
-        out = []
-        for p in [*self.pods, self.redis]:
-            user, system = p.cpu_split()
-            out.append((system, user + system))
+        """(system, user + system) seconds per pod, then per Redis group, in clock ticks
+        (psutil): coarse, but over a whole phase good enough for the kernel's share."""
+        splits = [p.cpu_split() for p in [*self.pods, *self.redis.procs]]
+        out = [(system, user + system) for user, system in splits[: self.npods]]
+        redis = splits[self.npods :]
+        for _, members in self.redis.groups:
+            out.append(
+                (sum(redis[i][1] for i in members), sum(redis[i][0] + redis[i][1] for i in members))
+            )
         return out
 
     async def stop(self) -> None:
@@ -217,7 +420,7 @@ class Cluster:
             self.shutdown_seconds = list(
                 await asyncio.gather(*(asyncio.to_thread(p.stop, 60.0) for p in self.pods))
             )
-        self.redis.stop(10)
+        self.redis.stop()
         self.receiver.stop(5)
 
 
@@ -234,13 +437,14 @@ def start_pod(
     args: argparse.Namespace,
     work: Path,
     apps: Path,
-    redis_url: str,
+    redis_args: list[str],
     secret: str,
     index: int,
     cpu: int,
 ) -> ManagedProcess:
     """``python -m tunnel_broker serve --backend redis`` as ``pod-<index>``, pinned to ``cpu``,
-    with the cluster's shared ``TB_SECRET_KEY``; returns once /healthz and /readyz answer.
+    with the cluster's shared ``TB_SECRET_KEY`` and ``redis_args`` (the topology's flags:
+    ``--redis-url`` and friends); returns once /healthz and /readyz answer.
 
     Not ``common.start_broker``: that one hard-codes the memory backend and a random
     ``--secret-key`` per broker (pods must share one key so any pod accepts any token).
@@ -261,8 +465,7 @@ def start_pod(
         str(apps),
         "--backend",
         "redis",
-        "--redis-url",
-        redis_url,
+        *redis_args,
         "--node-id",
         f"pod-{index}",
         "--log-level",
@@ -305,7 +508,7 @@ async def cluster_env(args: argparse.Namespace, work: Path) -> AsyncIterator[Clu
     _STARTED.append(receiver)
     cluster: Cluster | None = None
     try:
-        redis = start_redis(work, args.redis_cpu, args.redis_server)
+        redis = await asyncio.to_thread(start_redis_topology, args, work, args.pods)
         limits = {
             # The API budget is per pod; opening thousands of tunnels must not meet a 429.
             "api_requests_per_second": "1000000",
@@ -315,16 +518,16 @@ async def cluster_env(args: argparse.Namespace, work: Path) -> AsyncIterator[Clu
         apps = write_apps_file(
             work / "apps.toml", f"{receiver.base_url}/webhook", extra_limits=limits
         )
+        apps.chmod(0o600)  # it holds the API key; the pods warn about a readable one
         # Hex, not token_urlsafe: a value starting with "-" would read as an option.
         secret = secrets.token_hex(32)
-        redis_url = f"redis://{HOST}:{redis.port}/0"
         cpus = [int(c) for c in args.pod_cpus.split(",")]
         pods: list[ManagedProcess] = []
         startup: list[float] = []
         for i in range(args.pods):
             t0 = time.monotonic()
             pod = await asyncio.to_thread(
-                start_pod, args, work, apps, redis_url, secret, i, cpus[i % len(cpus)]
+                start_pod, args, work, apps, redis.broker_args, secret, i, cpus[i % len(cpus)]
             )
             pods.append(pod)
             startup.append(time.monotonic() - t0)
@@ -336,6 +539,17 @@ async def cluster_env(args: argparse.Namespace, work: Path) -> AsyncIterator[Clu
             await cluster.stop()
         for proc in reversed(_STARTED):
             await asyncio.to_thread(proc.stop, 10.0)
+        await asyncio.to_thread(run_cleanups)
+
+
+def run_cleanups() -> None:
+    """Stop the Redis topologies started through tests/support (after the pods)."""
+    while _CLEANUPS:
+        cleanup = _CLEANUPS.pop()
+        try:
+            cleanup()
+        except Exception:  # the others must still run
+            traceback.print_exc()
 
 
 # --------------------------------------------------------------------------- clients
@@ -481,6 +695,15 @@ async def wait_pods_open(
     return counts
 
 
+async def idle_rates(cluster: Cluster, window: float) -> list[float]:
+    """Each ``Cluster.cpu`` entry's CPU use while nothing is sent, in cores: the background
+    (leases, pings, cron, cluster bus) that every later reading also contains."""
+    before, t0 = cluster.cpu(), time.perf_counter()
+    await asyncio.sleep(max(0.1, window))
+    wall = time.perf_counter() - t0
+    return [(b - a) / wall for a, b in zip(before, cluster.cpu(), strict=True)]
+
+
 async def quiet(args: argparse.Namespace, what: str, max_wait: float | None = None) -> float:
     wait = args.wait_quiet if max_wait is None else min(max_wait, args.wait_quiet)
     if wait <= 0:
@@ -584,11 +807,11 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
         pad = "p" * max(0, args.payload_bytes - 12)
         lat: dict[str, list[float]] = {"local": [], "cross": []}
         post: dict[str, list[float]] = {"local": [], "cross": []}
-        # CPU deltas per mode: pods 0..n-1 then redis.
-        cpu: dict[str, list[float]] = {m: [0.0] * (len(cluster.pods) + 1) for m in lat}
-        kernel: dict[str, list[list[float]]] = {
-            m: [[0.0, 0.0] for _ in range(len(cluster.pods) + 1)] for m in lat
-        }
+        # CPU deltas per mode: pods 0..n-1 then each redis group (Cluster.names).
+        width = len(cluster.names)
+        cpu: dict[str, list[float]] = {m: [0.0] * width for m in lat}
+        kernel: dict[str, list[list[float]]] = {m: [[0.0, 0.0] for _ in range(width)] for m in lat}
+        mode_wall: dict[str, float] = dict.fromkeys(lat, 0.0)
         errors: list[str] = []
         seq = 0
         try:
@@ -604,10 +827,7 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
                 if len(errors) > 10:
                     break
             await quiet(args, "latency", 20)
-            idle0, idle_t0 = cluster.cpu(), time.perf_counter()
-            await asyncio.sleep(args.idle_window)
-            idle_wall = time.perf_counter() - idle_t0
-            idle = [(b - a) / idle_wall for a, b in zip(idle0, cluster.cpu(), strict=True)]
+            idle = await idle_rates(cluster, args.idle_window)
             noise = NoiseMeter(cluster.measured)
             noise.start()
             self0 = self_cpu_seconds()
@@ -620,6 +840,7 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
                     order = ("local", "cross") if c % 2 == 0 else ("cross", "local")
                     for mode in order:
                         before, before_sys = cluster.cpu(), cluster.cpu_system()
+                        t_mode = time.perf_counter()
                         for j in range(size):
                             seq += 1
                             tid = ids[(c * chunk + j) % len(ids)]
@@ -633,6 +854,7 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
                                 errors.append(f"{mode}: {out.error}")
                             if len(errors) > 20:
                                 break
+                        mode_wall[mode] += time.perf_counter() - t_mode
                         after, after_sys = cluster.cpu(), cluster.cpu_system()
                         for k, (a, b) in enumerate(zip(before, after, strict=True)):
                             cpu[mode][k] += b - a
@@ -671,26 +893,39 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
     d["cross-pod p99 - local p99 (ms)"] = percentile(cross, 99) - percentile(local, 99)
     d["local POST answered p50 (ms)"] = percentile(_ms(post["local"]), 50)
     d["cross-pod POST answered p50 (ms)"] = percentile(_ms(post["cross"]), 50)
-    names = [f"pod-{i}" for i in range(len(cluster.pods))] + ["redis-server"]
+    names = cluster.names
+    npods = cluster.npods
     roles = {0: "owning pod", 1: "API pod"}
     for mode, count in (("local", n_local), ("cross", n_cross)):
         label = "local" if mode == "local" else "cross-pod"
         for k, name in enumerate(names):
-            role = roles.get(k, "uninvolved" if k < len(cluster.pods) else "")
+            role = roles.get(k, "uninvolved" if k < npods else "")
             if mode == "local" and k == 0:
                 role = "owning + API pod"
             tag = f"{name} ({role})" if role else name
             per = cpu[mode][k] / count * 1e6 if count else float("nan")
             d[f"{label}: CPU per push, {tag} (us)"] = per
-        if mode == "cross":
-            total_cpu = sum(cpu[mode])
-            d["cross-pod: CPU per push, all pods + redis (us)"] = (
-                total_cpu / count * 1e6 if count else float("nan")
+        # "redis" = the masters (entry npods); replicas and sentinels on the next line.
+        total_cpu = sum(cpu[mode][: npods + 1])
+        d[f"{label}: CPU per push, all pods + redis (us)"] = (
+            total_cpu / count * 1e6 if count else float("nan")
+        )
+        extra = cluster.redis.additive_groups()
+        if extra:
+            every = total_cpu + sum(cpu[mode][npods + g] for g in extra)
+            d[f"{label}: CPU per push, all pods + every redis process (us)"] = (
+                every / count * 1e6 if count else float("nan")
             )
-        else:
-            d["local: CPU per push, all pods + redis (us)"] = (
-                sum(cpu[mode]) / count * 1e6 if count else float("nan")
+        # Redis's background (cron, cluster bus, replication and sentinel pings, the pods'
+        # leases) taken out, from the idle reading before the phase.
+        for k, name in enumerate(names[npods:], start=npods):
+            net = cpu[mode][k] - idle[k] * mode_wall[mode]
+            d[f"{label}: {name} CPU per push, net of idle (us)"] = (
+                net / count * 1e6 if count else float("nan")
             )
+        d[f"{label}: pushes per second (sequential, one at a time)"] = (
+            count / mode_wall[mode] if mode_wall[mode] > 0 else float("nan")
+        )
     for mode, label in (("local", "local"), ("cross", "cross-pod")):
         shares = [f"{100 * ks / kt:.0f}%" if kt > 0.05 else "-" for ks, kt in kernel[mode]]
         d[f"{label}: kernel share of CPU, {'/'.join(names)}"] = " / ".join(shares)
@@ -698,6 +933,25 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
         d[f"idle CPU before, {name} (% of a core)"] = 100 * idle[k]
     d["client process CPU utilisation (%)"] = 100 * client_util
     d["other processes' CPU on the host (cores)"] = other
+    sm = cluster.summary
+    sm["local push p50 / p99 (ms)"] = f"{percentile(local, 50):.2f} / {percentile(local, 99):.2f}"
+    sm["cross-pod push p50 / p99 (ms)"] = (
+        f"{percentile(cross, 50):.2f} / {percentile(cross, 99):.2f}"
+    )
+    if n_cross:
+        sm["cross-pod: pods' CPU per push, sum (us)"] = sum(cpu["cross"][:npods]) / n_cross * 1e6
+        sm["cross-pod: API pod / owning pod CPU per push (us)"] = (
+            f"{cpu['cross'][1] / n_cross * 1e6:.0f} / {cpu['cross'][0] / n_cross * 1e6:.0f}"
+        )
+        for k, name in enumerate(names[npods:], start=npods):
+            sm[f"cross-pod: {name} CPU per push (us)"] = cpu["cross"][k] / n_cross * 1e6
+            net = (cpu["cross"][k] - idle[k] * mode_wall["cross"]) / n_cross * 1e6
+            sm[f"cross-pod: {name} CPU per push, net of idle (us)"] = net
+            if k == npods:
+                sm["cross-pod pushes/s one Redis core routes (1e6 / net us)"] = (
+                    1e6 / net if net > 0 else float("nan")
+                )
+    sm["latency phase: other processes' CPU (cores)"] = other
     if errors:
         res.notes.append(f"{len(errors)} push errors, first: {errors[0]}")
     if other > 0.1:
@@ -708,6 +962,163 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
     )
     for path in prof:
         res.notes += summarize_py_spy(path)
+    show(res)
+    return [res]
+
+
+# --------------------------------------------------------------------------- phase: broadcast cost
+
+PROBE = "probe"
+
+
+async def broadcast_once(
+    api: ApiClient, body: dict[str, Any], stats: list[TimedStats], timeout: float
+) -> PushOutcome:
+    """One push to a group with one tunnel on every pod: from before the POST until the
+    last pod's tunnel has its frame."""
+    loop = asyncio.get_running_loop()
+    before = [s.received for s in stats]
+    for s in stats:
+        s.waiter = loop.create_future()
+    t0 = time.perf_counter()
+    try:
+        status, doc = await api.request("POST", "/v1/messages", body)
+        post = time.perf_counter() - t0
+        if status != 200:
+            return PushOutcome(None, post, f"POST -> {status}: {str(doc)[:200]}")
+        pending = [
+            s.waiter for s, b in zip(stats, before, strict=True) if s.received == b and s.waiter
+        ]
+        if pending:
+            try:
+                await asyncio.wait_for(asyncio.gather(*pending), timeout)
+            except TimeoutError:
+                return PushOutcome(None, post, "not every pod's tunnel had it in time")
+    finally:
+        for s in stats:
+            s.waiter = None
+    got = [s.received - b for s, b in zip(stats, before, strict=True)]
+    if any(g != 1 for g in got):
+        return PushOutcome(None, post, f"expected one frame per pod, got {got}")
+    return PushOutcome(max(s.arrival for s in stats) - t0, post)
+
+
+async def phase_broadcast_cost(args: argparse.Namespace, cluster: Cluster) -> list[PhaseResult]:
+    """Sequential pushes to a group of one tunnel per pod, through pod 0: what one
+    broadcast (one PUBLISH that every pod receives) costs Redis, with next to no fan-out
+    work, so that Redis's share is not lost in the pods' background as in ``--fanout``."""
+    npods, total = cluster.npods, args.broadcast_pushes
+    res = PhaseResult(
+        f"broadcast cost: {total:,} sequential group pushes through pod-0 to one tunnel on "
+        f"each of {npods} pods"
+    )
+    res.key = "broadcast_cost"
+    stats = [TimedStats() for _ in range(npods)]
+    opened = await asyncio.gather(
+        *(
+            open_on_pod(
+                cluster,
+                p,
+                1,
+                f"bc{p}u",
+                lambda _i, p=p: stats[p],  # type: ignore[misc]
+                lambda _i: [PROBE],
+                1,
+                args.phase_timeout,
+                timed=True,
+            )
+            for p in range(npods)
+        )
+    )
+    clients = [c for o in opened for c in o.clients]
+    lat: list[float] = []
+    post: list[float] = []
+    errors: list[str] = []
+    try:
+        if len(clients) < npods:
+            first = next((e for o in opened for e in o.errors), "?")
+            res.error = f"opened {len(clients)} of {npods} probe tunnels, first error: {first}"
+            return [res]
+        await wait_pods_open(cluster, lambda c: all(x >= 1 for x in c), 30)
+        api = ApiClient(HOST, cluster.pods[0].port, API_KEY, max_connections=1)
+        pad = "p" * max(0, args.payload_bytes - 12)
+
+        def body(seq: int) -> dict[str, Any]:
+            return {"messages": [{"to": {"groups": [PROBE]}, "data": f"{seq:012d}{pad}"}]}
+
+        try:
+            for seq in range(args.latency_warmup):
+                out = await broadcast_once(api, body(seq), stats, 2.0)
+                if out.error:
+                    errors.append(f"warm-up: {out.error}")
+                if len(errors) > 10:
+                    break
+            await quiet(args, "broadcast cost", 20)
+            idle = await idle_rates(cluster, args.idle_window)
+            noise = NoiseMeter(cluster.measured)
+            noise.start()
+            cpu0, t0 = cluster.cpu(), time.perf_counter()
+            deadline = time.monotonic() + args.phase_timeout
+            with profiles(args, cluster, "broadcast-cost", [0, 1]) as prof:
+                for i in range(total):
+                    out = await broadcast_once(
+                        api, body(args.latency_warmup + i), stats, args.push_timeout
+                    )
+                    post.append(out.post)
+                    if out.latency is not None:
+                        lat.append(out.latency)
+                    if out.error:
+                        errors.append(out.error)
+                    if len(errors) > 20 or time.monotonic() > deadline:
+                        res.notes.append("stopped early: too many errors or --phase-timeout")
+                        break
+            cpu1, wall = cluster.cpu(), time.perf_counter() - t0
+            other = noise.stop()
+        finally:
+            await api.aclose()
+    finally:
+        await close_raw(clients, 5)
+    await wait_pods_open(cluster, lambda c: all(x <= 0 for x in c), 15)
+
+    n = len(lat)
+    values = _ms(lat)
+    res.checks.append(Check("broadcasts delivered to every pod", n, total, "msgs", True))
+    d = res.details
+    for q in (50, 90, 99):
+        d[f"POST -> last pod's frame p{q} (ms)"] = percentile(values, q)
+    d["POST -> last pod's frame max (ms)"] = values[-1] if values else float("nan")
+    d["POST answered p50 (ms)"] = percentile(_ms(post), 50)
+    d["broadcasts per second (sequential, one at a time)"] = n / wall if wall > 0 else 0.0
+    names = cluster.names
+    used = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+    for k, name in enumerate(names):
+        role = " (API pod)" if k == 0 else " (receiving pod)" if k < npods else ""
+        d[f"CPU per broadcast, {name}{role} (us)"] = used[k] / n * 1e6 if n else float("nan")
+    nets = [used[k] - idle[k] * wall for k in range(len(names))]
+    for k, name in enumerate(names[npods:], start=npods):
+        d[f"CPU per broadcast, {name}, net of idle (us)"] = nets[k] / n * 1e6 if n else float("nan")
+    for k, name in enumerate(names):
+        d[f"idle CPU before, {name} (% of a core)"] = 100 * idle[k]
+    d["other processes' CPU on the host (cores)"] = other
+    if errors:
+        res.notes.append(f"{len(errors)} errors, first: {errors[0]}")
+    if other > 0.1:
+        res.notes.append(f"host was busy with other work ({other:.2f} cores): noisy numbers")
+    for path in prof:
+        res.notes += summarize_py_spy(path)
+    sm = cluster.summary
+    sm["group push to 1 tunnel on each pod p50 / p99 (ms)"] = (
+        f"{percentile(values, 50):.2f} / {percentile(values, 99):.2f}"
+    )
+    if n:
+        sm["broadcast: pods' CPU per broadcast, sum (us)"] = sum(used[:npods]) / n * 1e6
+        for k, name in enumerate(names[npods:], start=npods):
+            sm[f"broadcast: {name} CPU per broadcast, net of idle (us)"] = nets[k] / n * 1e6
+        net = nets[npods] / n * 1e6
+        sm["broadcasts/s one Redis core routes (1e6 / net us)"] = (
+            1e6 / net if net > 0 else float("nan")
+        )
+    sm["broadcast-cost phase: other processes' CPU (cores)"] = other
     show(res)
     return [res]
 
@@ -741,7 +1152,8 @@ async def broadcast_round(
     payload = "b" * args.broadcast_bytes
     post_ms: list[float] = []
     await quiet(args, f"fan-out {kind}", 20)
-    cpu0 = cluster.cpu()
+    idle = await idle_rates(cluster, args.idle_window)
+    cpu0, t_cpu0 = cluster.cpu(), time.perf_counter()
     self0 = self_cpu_seconds()
     noise = NoiseMeter(cluster.measured)
     noise.start()
@@ -761,14 +1173,17 @@ async def broadcast_round(
                 break
         t_posted = time.perf_counter()
         await wait_progress(received, expected, args.drain_timeout, args.phase_timeout)
-    cpu1 = cluster.cpu()
+    cpu1, window = cluster.cpu(), time.perf_counter() - t_cpu0
     self1 = self_cpu_seconds()
     other = noise.stop()
     got = received()
     last = max((s.last_received for s in stats.values()), default=0.0)
     wall = (last if got else time.perf_counter()) - t0
     pods_cpu = sum(cpu1[i] - cpu0[i] for i in range(npods))
-    redis_cpu = cpu1[-1] - cpu0[-1]
+    redis_cpu = cpu1[npods] - cpu0[npods]  # the masters (summed on a cluster)
+    redis_all = redis_cpu + sum(
+        cpu1[npods + g] - cpu0[npods + g] for g in cluster.redis.additive_groups()
+    )
     res.checks += [
         Check("deliveries received", got, expected, "msgs", higher_is_better=True),
     ]
@@ -793,14 +1208,33 @@ async def broadcast_round(
         d[f"pod-{p}: first POST -> last delivery (s)"] = last_p - t0 if got_p else float("nan")
         d[f"pod-{p}: CPU (s)"] = cpu_p
         d[f"pod-{p}: CPU per delivery (us)"] = cpu_p / got_p * 1e6 if got_p else float("nan")
-    d["redis-server CPU (s)"] = redis_cpu
-    d["redis-server CPU per broadcast (us)"] = redis_cpu / k * 1e6 if k else float("nan")
+    # Per broadcast, Redis does one PUBLISH to every pod: little next to its background over
+    # a long fan-out, hence the net figures (background from the idle reading before).
+    nets: list[float] = []
+    for g, name in enumerate(cluster.names[npods:]):
+        used = cpu1[npods + g] - cpu0[npods + g]
+        nets.append(used - idle[npods + g] * window)
+        d[f"{name} CPU (s)"] = used
+        d[f"{name} CPU per broadcast (us)"] = used / k * 1e6 if k else float("nan")
+        d[f"{name} CPU per broadcast, net of idle (us)"] = nets[-1] / k * 1e6 if k else float("nan")
+        d[f"{name} idle CPU before (% of a core)"] = 100 * idle[npods + g]
     d["all pods + redis CPU per delivery (us)"] = (
         (pods_cpu + redis_cpu) / got * 1e6 if got else float("nan")
     )
     d["pods' core utilisation (% of one core)"] = 100 * pods_cpu / wall if wall > 0 else 0.0
+    d["pods' + every redis process's utilisation (% of one core)"] = (
+        100 * (pods_cpu + redis_all) / wall if wall > 0 else 0.0
+    )
     d["client process CPU utilisation (%)"] = 100 * (self1 - self0) / wall if wall > 0 else 0.0
     d["other processes' CPU on the host (cores)"] = other
+    sm, label = cluster.summary, f"fan-out {kind}"
+    sm[f"{label}: deliveries/s (one shared core)"] = got / wall if wall > 0 and got else 0.0
+    sm[f"{label}: pods' CPU per delivery (us)"] = pods_cpu / got * 1e6 if got else float("nan")
+    for g, name in enumerate(cluster.names[npods:]):
+        sm[f"{label}: {name} CPU per broadcast, net of idle (us)"] = (
+            nets[g] / k * 1e6 if k else float("nan")
+        )
+    sm[f"{label}: other processes' CPU (cores)"] = other
     for p in range(npods):
         want = expect_per_pod[p] * k
         got_p = stats[(p, True)].received + stats[(p, False)].received
@@ -879,11 +1313,11 @@ async def phase_fanout(args: argparse.Namespace, cluster: Cluster) -> list[Phase
                 "tunnels opened per second (whole cluster)": len(clients) / t_open
                 if t_open
                 else 0.0,
-                "CPU per tunnel open, pods / redis-server (us)": ", ".join(
+                f"CPU per tunnel open, pods / {cluster.redis_label} (us)": ", ".join(
                     f"{c / everyone[p] * 1e6:.0f}" if everyone[p] else "n/a"
                     for p, c in enumerate(open_cpu[:npods])
                 )
-                + (f" / {open_cpu[-1] / total_open * 1e6:.0f}" if total_open else ""),
+                + (f" / {open_cpu[npods] / total_open * 1e6:.0f}" if total_open else ""),
                 "other processes' CPU on the host (cores)": open_other,
             }
         )
@@ -908,8 +1342,39 @@ async def phase_fanout(args: argparse.Namespace, cluster: Cluster) -> list[Phase
             results.append(result)
             await asyncio.sleep(args.settle)
     finally:
+        t_close = time.perf_counter()
         await close_raw(clients, 10)
+    # Every pod unregisters its thousands of tunnels at once: a burst of Redis calls. Let
+    # it finish (and say how long it took) rather than stopping pods in the middle of it.
+    counts = await wait_pods_open(cluster, lambda c: all(x <= 0 for x in c), 60)
+    t_closed = time.perf_counter() - t_close
+    # ... and whether every pod is still ready afterwards (a pod that took the burst for an
+    # outage answers 503 until it has repaired).
+    ready = await pods_ready(cluster)
+    for _ in range(30):
+        if all(code == 200 for code in ready):
+            break
+        await asyncio.sleep(0.5)
+        ready = await pods_ready(cluster)
+    print(
+        f"fan-out teardown: {len(clients):,} clients closed; pods' open tunnels "
+        + ", ".join(f"{c:,.0f}" for c in counts)
+        + f" after {t_closed:.1f} s"
+        + ("" if all(c <= 0 for c in counts) else " (gave up waiting: see the pods' logs)")
+        + "; /readyz "
+        + ", ".join(str(code) for code in ready)
+        + f" after {time.perf_counter() - t_close:.1f} s"
+    )
     return results
+
+
+async def pods_ready(cluster: Cluster) -> list[int]:
+    """Each pod's ``GET /readyz`` status (0: no answer)."""
+    out: list[int] = []
+    for pod in cluster.pods:
+        status = (await asyncio.to_thread(http_get, f"{pod.base_url}/readyz", 1.0))[0]
+        out.append(status)
+    return out
 
 
 # --------------------------------------------------------------------------- main
@@ -917,12 +1382,14 @@ async def phase_fanout(args: argparse.Namespace, cluster: Cluster) -> list[Phase
 
 PHASES: dict[str, Callable[[argparse.Namespace, Cluster], Any]] = {
     "latency": phase_latency,
+    "broadcast_cost": phase_broadcast_cost,
     "fanout": phase_fanout,
 }
 
 QUICK = {
     "latency_tunnels": 10,
     "pushes": 300,
+    "broadcast_pushes": 300,
     "latency_warmup": 50,
     "chunk": 100,
     "tunnels_per_pod": 300,
@@ -939,7 +1406,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     g = p.add_argument_group("phases (none given = all)")
     for name in PHASES:
-        g.add_argument(f"--{name}", action="store_true", help=f"run the {name} phase")
+        flag = name.replace("_", "-")
+        g.add_argument(f"--{flag}", action="store_true", help=f"run the {flag} phase")
     p.add_argument("--quick", action="store_true", help="small sizes, finishes in < 1 minute")
     p.add_argument("--pods", type=int, default=3, help="broker pods (>= 2)")
     p.add_argument("--latency-tunnels", type=int, default=100, help="clients on pod 0")
@@ -949,6 +1417,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--payload-bytes", type=int, default=64, help="push payload size")
     p.add_argument("--push-timeout", type=float, default=2.0, help="wait for one frame (s)")
     p.add_argument("--target-delta-ms", type=float, default=2.0, help="cross - local p50 limit")
+    p.add_argument(
+        "--broadcast-pushes", type=int, default=1000, help="broadcast-cost phase: group pushes"
+    )
     p.add_argument("--tunnels-per-pod", type=int, default=3000, help="fan-out clients per pod")
     p.add_argument("--broadcasts", type=int, default=20, help="fan-out POSTs per target kind")
     p.add_argument("--broadcast-bytes", type=int, default=64, help="broadcast payload size")
@@ -967,9 +1438,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each phase wait up to this long for the host to go idle (0: off)",
     )
     p.add_argument("--pod-cpus", default="0", help="CPUs for the pods, comma list, cycled")
-    p.add_argument("--redis-cpu", type=int, default=0)
+    p.add_argument(
+        "--topology",
+        choices=("standalone", "sentinel", "cluster"),
+        default="standalone",
+        help="Redis: one server, master + replica + 3 sentinels, or 3 masters + 3 replicas",
+    )
+    p.add_argument("--redis-cpu", type=int, default=0, help="every redis-server process")
     p.add_argument("--load-cpu", type=int, default=1, help="this process + webhook receiver")
-    p.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
+    p.add_argument(
+        "--redis-server",
+        default=shutil.which("redis-server") or "redis-server",
+        help="binary (standalone; sentinel and cluster use the one on PATH)",
+    )
     p.add_argument("--log-level", default="warning", help="broker --log-level")
     p.add_argument("--broker-arg", action="append", default=[], help="extra pod argument")
     p.add_argument(
@@ -996,12 +1477,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace, work: Path) -> list[PhaseResult]:
     results: list[PhaseResult] = []
     async with cluster_env(args, work) as cluster:
-        info = PhaseResult(f"cluster: {len(cluster.pods)} pods + redis-server")
-        info.key = "cluster"
-        info.details["pod startup (s)"] = ", ".join(f"{s:.2f}" for s in cluster.startup_seconds)
-        info.details["redis port / pod ports"] = f"{cluster.redis.port} / " + ", ".join(
-            str(p.port) for p in cluster.pods
+        redis = cluster.redis
+        info = PhaseResult(
+            f"cluster: {cluster.npods} pods + redis {redis.topology} "
+            f"({len(redis.procs)} redis-server process{'es' if len(redis.procs) > 1 else ''})"
         )
+        info.key = "cluster"
+        info.details["redis topology"] = redis.topology
+        info.details["pod startup (s)"] = ", ".join(f"{s:.2f}" for s in cluster.startup_seconds)
+        info.details["redis ports"] = redis.ports
+        if redis.where:
+            info.details["redis servers' directory"] = redis.where
+        info.details["pod ports"] = ", ".join(str(p.port) for p in cluster.pods)
+        info.details.update(redis.shards)
         results.append(info)
         for name in args.phases:
             try:
@@ -1014,8 +1502,50 @@ async def run(args: argparse.Namespace, work: Path) -> list[PhaseResult]:
             results.extend(got)
         await cluster.stop()
         info.details["pod shutdown (s)"] = ", ".join(f"{s:.2f}" for s in cluster.shutdown_seconds)
+        info.notes += pod_log_notes(cluster)
         show(info)
+        if cluster.summary:
+            summary = PhaseResult(f"summary: redis {redis.topology}", key="summary")
+            summary.details.update(cluster.summary)
+            summary.notes.append(
+                f"'Redis' per push / per broadcast = {cluster.redis_label}; a cluster's is the "
+                "sum over its masters, and the per-shard lines show where it went"
+            )
+            show(summary)
+            results.append(summary)
     return results
+
+
+def pod_log_notes(cluster: Cluster, per_pod: int = 6) -> list[str]:
+    """The pods log at ``--log-level`` (warning by default): whatever they wrote is worth a
+    look ("redis unreachable", a failover, a traceback). Per pod: the distinct messages
+    (timestamps aside), each with the first time and how often, and a traceback's last line
+    ("TypeError: ...") rather than its frames."""
+    notes: list[str] = []
+    for pod in cluster.pods:
+        try:
+            lines = [ln for ln in pod.log_path.read_text(errors="replace").splitlines() if ln]
+        except OSError:
+            continue
+        if not lines:
+            continue
+        first: dict[str, str] = {}
+        count: dict[str, int] = {}
+        for line in lines:
+            if line.startswith((" ", "\t", "Traceback")) or line.endswith("last):"):
+                continue
+            stamp = TIMESTAMP.match(line)
+            message = line[stamp.end() :] if stamp else line
+            message = ADDRESS.sub("0x…", message)[:200]
+            first.setdefault(message, stamp.group(0).strip() if stamp else "")
+            count[message] = count.get(message, 0) + 1
+        notes.append(f"{pod.name} logged {len(lines):,} line(s) ({pod.log_path}):")
+        for message in list(first)[:per_pod]:
+            times = f" (x{count[message]:,})" if count[message] > 1 else ""
+            notes.append(f"  {first[message]} {message}{times}".replace("   ", "  ", 1))
+        if len(first) > per_pod:
+            notes.append(f"  ... and {len(first) - per_pod} other message(s)")
+    return notes
 
 
 def _sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -1036,7 +1566,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"tunnel broker cluster bench: phases={','.join(args.phases)} pods={args.pods} "
         f"repo={REPO_ROOT} python={sys.version.split()[0]} cpus={cpus} logs={work}\n"
-        f"layout: pods on CPU(s) {args.pod_cpus}, redis-server on CPU {args.redis_cpu}, "
+        f"layout: pods on CPU(s) {args.pod_cpus}, redis ({args.topology}) on CPU "
+        f"{args.redis_cpu}, "
         f"load (this process, pinned={pinned}) + webhook receiver on CPU {args.load_cpu}"
         + (
             " -- on this 2-CPU host all pods and redis share one core, so wall-clock rates "
@@ -1056,6 +1587,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in reversed(_STARTED):  # last resort; each stop is a no-op if already done
             proc.stop(10)
+        run_cleanups()
     if args.json:
         doc = {
             "config": {k: v for k, v in vars(args).items() if k != "json"},

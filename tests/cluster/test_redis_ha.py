@@ -10,11 +10,12 @@ tunnels keep relaying, and afterwards presence and routing are right again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,12 @@ class Room:
         return sorted(
             (self.issued[i]["tunnel_id"], f"pod-{i % 3}") for i in range(6) if i % 3 in pods
         )
+
+    async def right_everywhere(self) -> None:
+        """Presence and routing as they should be, seen from and sent through each pod."""
+        for pod in range(3):
+            assert await presence(self.cluster, pod, "room") == self.expected_presence([0, 1, 2])
+        await self.routes_from_every_pod([0, 1, 2])
 
     def close(self) -> None:
         for ws in self.sockets:
@@ -254,6 +261,24 @@ class SteadyTraffic:
         self._running = False
         await asyncio.gather(*self._tasks[:7])
 
+    async def finish_and_check(self) -> list[int]:
+        """Stop, collect the last echoes, and check nothing was lost; the HTTP statuses
+        of the pushes."""
+        await self.stop()
+        await asyncio.sleep(3.0)  # the last echoes
+        await self.stop_reading()
+        statuses = [status for _, _, status in self.statuses]
+        assert set(statuses) <= {200, 503}, "only clear answers, never a timeout or 500"
+        # Every push answered 200 reached its user's tunnel: none silently lost.
+        for n, user, status in self.statuses:
+            if status == 200:
+                assert f"s{n}" in self.received[user], f"push s{n} to user{user} lost"
+        # Open tunnels kept relaying: every client message came back from the business
+        # server (through the webhook and its reply), exactly once.
+        for user, message in self.sent:
+            assert self.received[user].count(f"echo:{message}") == 1, message
+        return statuses
+
     async def stop_reading(self) -> None:
         await self._cancel(self._tasks[7:])
 
@@ -266,6 +291,21 @@ class SteadyTraffic:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def under_traffic(cluster: Cluster) -> AsyncIterator[tuple[Room, SteadyTraffic]]:
+    """The room open and steady traffic flowing for a second."""
+    room = Room(cluster)
+    traffic = SteadyTraffic(room)
+    try:
+        await room.open()
+        traffic.start()
+        await asyncio.sleep(1.0)
+        yield room, traffic
+    finally:
+        await traffic.cancel()
+        room.close()
 
 
 async def ready_everywhere(cluster: Cluster) -> bool:
@@ -292,54 +332,29 @@ RECOVERY_SECONDS = 15.0  # documented in docs/operations.md ("What a failover lo
 async def test_killing_the_redis_master_under_traffic_loses_nothing_and_heals(
     tmp_path: Path, ha_redis: HA
 ) -> None:
-    async with cluster_of(tmp_path, ha_redis) as cluster:
+    async with cluster_of(tmp_path, ha_redis) as cluster, under_traffic(cluster) as (room, traffic):
         pids = [p.proc.pid for p in cluster.pods if p.proc is not None]
-        room = Room(cluster)
-        traffic = SteadyTraffic(room)
-        try:
-            await room.open()
-            traffic.start()
-            await asyncio.sleep(1.0)
-            if isinstance(ha_redis, RedisCluster):
-                master = ha_redis.master_of("tb:{demo}:t:x")  # the shard holding the app
-            else:
-                master = ha_redis.current_master()
-            killed_at = asyncio.get_running_loop().time()
-            master.kill()
-            if isinstance(ha_redis, RedisSentinels):
-                ha_redis.wait_for_new_master(master)
-            await asyncio.sleep(2.0)  # let the outage show before waiting for its end
-            await check_for(RECOVERY_SECONDS, lambda: ready_everywhere(cluster), what="recovery")
-            recovered = asyncio.get_running_loop().time() - killed_at
-            await asyncio.sleep(1.0)
-            await traffic.stop()
-            await asyncio.sleep(3.0)  # the last echoes
-            await traffic.stop_reading()
-
-            statuses = [status for _, _, status in traffic.statuses]
-            print(
-                f"{type(ha_redis).__name__}: ready everywhere {recovered:.1f} s after the kill;"
-                f" pushes {statuses.count(200)} ok, {statuses.count(503)} refused (503)"
-            )
-            assert set(statuses) <= {200, 503}, "only clear answers, never a timeout or 500"
-            assert [p.proc.pid for p in cluster.pods if p.proc is not None] == pids
-            # Every push answered 200 reached its user's tunnel: none silently lost.
-            for n, user, status in traffic.statuses:
-                if status == 200:
-                    assert f"s{n}" in traffic.received[user], f"push s{n} to user{user} lost"
-            # Open tunnels kept relaying: every client message came back from the
-            # business server (through the webhook and its reply), exactly once.
-            for user, message in traffic.sent:
-                assert traffic.received[user].count(f"echo:{message}") == 1, message
-            # Afterwards: presence and routing are right again, on every pod.
-            for pod in range(3):
-                assert await presence(cluster, pod, "room") == room.expected_presence([0, 1, 2])
-            await room.routes_from_every_pod([0, 1, 2])
-            failovers = [await metric(cluster, pod, "tb_redis_failovers_total") for pod in range(3)]
-            assert all(seen >= 1 for seen in failovers), failovers
-        finally:
-            await traffic.cancel()
-            room.close()
+        if isinstance(ha_redis, RedisCluster):
+            master = ha_redis.master_of("tb:{demo}:t:x")  # the shard holding the app
+        else:
+            master = ha_redis.current_master()
+        killed_at = asyncio.get_running_loop().time()
+        master.kill()
+        if isinstance(ha_redis, RedisSentinels):
+            ha_redis.wait_for_new_master(master)
+        await asyncio.sleep(2.0)  # let the outage show before waiting for its end
+        await check_for(RECOVERY_SECONDS, lambda: ready_everywhere(cluster), what="recovery")
+        recovered = asyncio.get_running_loop().time() - killed_at
+        await asyncio.sleep(1.0)
+        statuses = await traffic.finish_and_check()
+        print(
+            f"{type(ha_redis).__name__}: ready everywhere {recovered:.1f} s after the kill;"
+            f" pushes {statuses.count(200)} ok, {statuses.count(503)} refused (503)"
+        )
+        assert [p.proc.pid for p in cluster.pods if p.proc is not None] == pids  # no restart
+        await room.right_everywhere()
+        failovers = [await metric(cluster, pod, "tb_redis_failovers_total") for pod in range(3)]
+        assert all(seen >= 1 for seen in failovers), failovers
 
 
 async def test_a_resharding_under_traffic_is_followed_without_loss(tmp_path: Path) -> None:
@@ -348,37 +363,60 @@ async def test_a_resharding_under_traffic_is_followed_without_loss(tmp_path: Pat
     subscriptions follow the ``sunsubscribe`` of the shard that gave the slot away."""
     servers = RedisCluster()
     with running(servers):
-        async with cluster_of(tmp_path, servers) as cluster:
-            room = Room(cluster)
-            traffic = SteadyTraffic(room)
-            try:
-                await room.open()
-                traffic.start()
-                await asyncio.sleep(1.0)
-                moved = {}
-                for key in ("tb:{demo}:t:x", "tb:node:pod-0", "tb:broadcast"):
-                    moved[key] = await asyncio.to_thread(servers.move_slot_of, key)
-                    await asyncio.sleep(0.5)
-                await check_for(15, lambda: ready_everywhere(cluster), what="ready")
-                await asyncio.sleep(1.0)
-                await traffic.stop()
-                await asyncio.sleep(3.0)
-                await traffic.stop_reading()
+        async with (
+            cluster_of(tmp_path, servers) as cluster,
+            under_traffic(cluster) as (room, traffic),
+        ):
+            moved = {}
+            for key in ("tb:{demo}:t:x", "tb:node:pod-0", "tb:broadcast"):
+                moved[key] = await asyncio.to_thread(servers.move_slot_of, key)
+                await asyncio.sleep(0.5)
+            await check_for(15, lambda: ready_everywhere(cluster), what="ready")
+            await asyncio.sleep(1.0)
+            await traffic.finish_and_check()
+            # The channels are subscribed where their slots went.
+            shards = shard_channels(servers)
+            assert "tb:node:pod-0" in shards[moved["tb:node:pod-0"].port]
+            assert "tb:broadcast" in shards[moved["tb:broadcast"].port]
+            await room.right_everywhere()
 
-                statuses = [status for _, _, status in traffic.statuses]
-                assert set(statuses) <= {200, 503}
-                for n, user, status in traffic.statuses:
-                    if status == 200:
-                        assert f"s{n}" in traffic.received[user], f"push s{n} lost"
-                for user, message in traffic.sent:
-                    assert traffic.received[user].count(f"echo:{message}") == 1, message
-                # The channels are subscribed where their slots went.
-                shards = shard_channels(servers)
-                assert "tb:node:pod-0" in shards[moved["tb:node:pod-0"].port]
-                assert "tb:broadcast" in shards[moved["tb:broadcast"].port]
-                for pod in range(3):
-                    assert await presence(cluster, pod, "room") == room.expected_presence([0, 1, 2])
-                await room.routes_from_every_pod([0, 1, 2])
-            finally:
-                await traffic.cancel()
-                room.close()
+
+async def test_a_burst_of_closes_keeps_cluster_pods_ready_and_they_stop_cleanly(
+    tmp_path: Path,
+) -> None:
+    """300 tunnels of one pod closing at once: many Redis calls to one shard at the same
+    moment wait their turn (the cluster client's node pools raised when full, and every
+    pod took Redis for unreachable); and a pod on a cluster stops with exit code 0."""
+    servers = RedisCluster()
+    with running(servers):
+        async with cluster_of(tmp_path, servers, pods=2, on_events=None) as cluster:
+            issued = [await cluster.issue(0, f"burst{i}") for i in range(300)]
+            sockets = await asyncio.gather(*(connect(cluster.on_pod(0, i)) for i in issued))
+            await check_for(20, lambda: len(cluster.receiver.events) >= 300, what="connected")
+            unready = 0
+
+            async def watch() -> None:
+                nonlocal unready
+                async with httpx.AsyncClient() as http:
+                    while True:
+                        for pod in cluster.pods:
+                            if (await http.get(pod.url + "/readyz")).status_code != 200:
+                                unready += 1
+                        await asyncio.sleep(0.02)
+
+            watcher = asyncio.get_running_loop().create_task(watch())
+            await asyncio.gather(*(ws.close() for ws in sockets))
+            await check_for(
+                20,
+                lambda: (
+                    len([e for e in cluster.receiver.events if e["type"] == "tunnel.closed"]) == 300
+                ),
+                what="every close reported",
+            )
+            watcher.cancel()
+            assert unready == 0, "a pod turned unready during the burst"
+            for pod in range(2):
+                assert await metric(cluster, pod, "tb_redis_outages_total") == 0
+            cluster.pods[0].terminate()
+            assert await cluster.pods[0].wait(20) == 0
+            assert "shutdown failed" not in cluster.pods[0].read_output().lower()

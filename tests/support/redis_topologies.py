@@ -20,7 +20,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, stop_process
 
 FAILOVER_MS = 1000  # a master silent this long is taken for dead
 PASSWORD = "tb-test-redis-password"  # every server requires it: credentials are exercised
@@ -81,12 +81,7 @@ class Instance:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self.proc = None
 
 

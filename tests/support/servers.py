@@ -77,6 +77,18 @@ async def run_uvicorn(app: Any, port: int | None = None) -> AsyncIterator[int]:
         await task
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def write_apps_file(path: Path, apps: list[dict[str, Any]]) -> Path:
     path.write_text(json.dumps(apps))
     return path

@@ -181,8 +181,8 @@ class RedisBackend(Backend):
         await self.journal.stop()
         with contextlib.suppress(RedisError):
             await self.leases.goodbye()
-        await self.redis.aclose(close_connection_pool=True)
-        await self.leases.lease_client.aclose(close_connection_pool=True)
+        await self.topology.close(self.redis)
+        await self.topology.close(self.leases.lease_client)
         await self.subscription.close()
 
     def ready(self) -> bool:

@@ -15,17 +15,19 @@ Cluster: redis-py follows ``MOVED``/``ASK`` and refreshes the slot map itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import Sentinel as SyncSentinel
 
 from tunnel_broker.backend.redis.connection import POOL_SIZE, TrimmedPool
@@ -36,12 +38,64 @@ if TYPE_CHECKING:
 
 # A client of any topology: the backend only uses commands all of them have.
 AnyRedis = aioredis.Redis | RedisCluster
-CLUSTER_CONNECTIONS_PER_NODE = 256  # a shard gets a share of a pod's calls
+# Above the calls a pod makes at once (``BoundedCluster``): a node's pool never fills.
+CLUSTER_CONNECTIONS_PER_NODE = 2 * POOL_SIZE
 
 
 class TrimmedSentinelPool(SentinelConnectionPool, TrimmedPool):
     """The pod's bounded, trimmed pool (``connection.py``) whose connections go to
     whichever server the sentinels name master."""
+
+
+class BoundedCluster(RedisCluster):
+    """A cluster client whose calls wait their turn, as the pod's blocking pool makes
+    them do on one server (``connection.py``).
+
+    redis-py's cluster client keeps a pool per node that *raises* ``MaxConnectionsError``
+    once full: a burst of closing tunnels (300 on a pod, in ``bench/cluster_bench.py``)
+    made every pod take Redis for unreachable, unready for seconds. Here at most
+    ``turns`` calls (a command, a script or a pipeline) are under way at once, each using
+    at most one connection per node, so no node's pool fills; a call that waits longer
+    than ``wait`` fails as a connection error, like the blocking pool's."""
+
+    def __init__(self, *args: Any, turns: int = POOL_SIZE, wait: float = 5.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(turns)
+        self._wait = wait
+
+    async def take_turn(self) -> None:
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise RedisConnectionError(f"no turn for a redis call within {self._wait} s") from None
+
+    def end_turn(self) -> None:
+        self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.take_turn()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self.end_turn()
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # its checks
+        return BoundedPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class BoundedPipeline(ClusterPipeline):
+    """A pipeline is one call: it waits for a turn of its client (``BoundedCluster``)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, BoundedCluster)
+        await client.take_turn()
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        finally:
+            client.end_turn()
 
 
 def _addresses(raw: str, source: str) -> tuple[tuple[str, int], ...]:
@@ -123,10 +177,12 @@ class RedisTopology:
         }
         if self.kind == "cluster":
             seeds = [ClusterNode(host, port) for host, port in self.cluster_nodes]
-            return RedisCluster.from_url(
+            return BoundedCluster.from_url(
                 self.url,
                 startup_nodes=seeds or None,
                 max_connections=CLUSTER_CONNECTIONS_PER_NODE,
+                turns=pool_size,
+                wait=timeout,
                 **common,
             )
         if self.kind == "sentinel":
@@ -148,6 +204,14 @@ class RedisTopology:
         """(the client for everything, the client renewing the lease: ``connection.py``)."""
         timeout = max(1.0, lease_seconds / 3)
         return self.client(timeout, POOL_SIZE), self.client(timeout, 2)
+
+    @staticmethod
+    async def close(client: Any) -> None:
+        """Close a client made here and its connections."""
+        if isinstance(client, RedisCluster):
+            await client.aclose()
+        else:
+            await client.aclose(close_connection_pool=True)
 
     def sync_client(self, timeout: float = 5.0) -> Any:
         """A blocking client, for the CLI."""
