@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 import psutil
@@ -162,6 +162,7 @@ def write_apps_file(
     # Values are TOML literals as given (numbers, true/false, "quoted strings").
     text += "".join(f"{k} = {v}\n" for k, v in (extra_limits or {}).items())
     path.write_text(text)
+    path.chmod(0o600)  # it holds keys: the broker warns (in its log) about a readable one
     return path
 
 
@@ -241,6 +242,14 @@ class ManagedProcess:
                 total += proc.num_threads()
         return total
 
+    def nofile_limit(self) -> int:
+        """The process's soft RLIMIT_NOFILE: how many sockets it can hold (0: unknown)."""
+        try:
+            soft, _ = psutil.Process(self.pid).rlimit(psutil.RLIMIT_NOFILE)
+            return int(soft)
+        except (psutil.Error, AttributeError, OSError):
+            return 0
+
     def alive(self) -> bool:
         return self.popen.poll() is None
 
@@ -302,14 +311,20 @@ def start_broker(
     startup_timeout: float = 30.0,
     python: str = sys.executable,
     module: str = "tunnel_broker",
+    port: int | None = None,
+    secret_key: str | None = None,
+    name: str = "broker",
 ) -> ManagedProcess:
     """Start ``python -m tunnel_broker serve`` on a free port, pinned to ``cpu``, and wait for it.
 
     Readiness is /healthz answering 200 and then /readyz answering 200 (or at least anything,
     for brokers that do not implement it yet), so the first measured request does not race
-    startup.
+    startup. A restart (the reconnect storm) passes the previous ``port`` and ``secret_key``
+    so that connect URLs signed by the old process stay valid, and another ``name`` so each
+    process keeps its own log.
     """
-    port = free_port()
+    port = port or free_port()
+    secret_key = secret_key or secrets.token_urlsafe(32)
     cmd = [
         python,
         "-m",
@@ -326,14 +341,14 @@ def start_broker(
         "--backend",
         "memory",
         # One argument with "=": a key starting with "-" must not read as a flag.
-        f"--secret-key={secrets.token_urlsafe(32)}",
+        f"--secret-key={secret_key}",
         "--log-level",
         log_level,
         *extra_args,
     ]
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    broker = _spawn("broker", cmd, cpu, log_dir, port, env)
+    broker = _spawn(name, cmd, cpu, log_dir, port, env)
 
     def healthy() -> bool:
         if not broker.alive():
@@ -392,6 +407,12 @@ def _host_busy_seconds() -> float:
     )
 
 
+class CpuSource(Protocol):
+    """Anything whose CPU use we can read: a :class:`ManagedProcess`, a load worker."""
+
+    def cpu_seconds(self) -> float: ...
+
+
 class NoiseMeter:
     """CPU used by processes other than ours during a window, in cores.
 
@@ -399,7 +420,7 @@ class NoiseMeter:
     and shows up as latency spikes; this number tells a clean run from a noisy one.
     """
 
-    def __init__(self, procs: Sequence[ManagedProcess]) -> None:
+    def __init__(self, procs: Sequence[CpuSource]) -> None:
         self.procs = procs
         self._start = (0.0, 0.0, 0.0)
 
@@ -740,8 +761,15 @@ class RawWsProtocol(asyncio.Protocol):
             self.transport.abort()
 
 
-async def raw_ws_connect(url: str, stats: RawWsStats, timeout: float = 10.0) -> RawWsProtocol:
-    """Open ``url`` (ws://) with :class:`RawWsProtocol`; raises if the upgrade fails."""
+async def raw_ws_connect(
+    url: str, stats: RawWsStats, timeout: float = 10.0, local_host: str | None = None
+) -> RawWsProtocol:
+    """Open ``url`` (ws://) with :class:`RawWsProtocol`; raises if the upgrade fails.
+
+    ``local_host`` binds the client end to that address (another 127.x.y.z): one source
+    address has only the ephemeral port range (~28,000 ports) towards one broker port, so
+    load processes holding 50,000 tunnels between them each use their own.
+    """
     parts = urlsplit(url)
     if parts.scheme != "ws":
         raise ValueError(f"only ws:// is supported by the bench client, got {url!r}")
@@ -757,10 +785,16 @@ async def raw_ws_connect(url: str, stats: RawWsStats, timeout: float = 10.0) -> 
         proto = RawWsProtocol(host_header, target, stats)
         return proto
 
-    async with asyncio.timeout(timeout):
-        await loop.create_connection(factory, host, port)
-        assert proto is not None
-        await proto.opened
+    local_addr = (local_host, 0) if local_host else None
+    try:
+        async with asyncio.timeout(timeout):
+            await loop.create_connection(factory, host, port, local_addr=local_addr)
+            assert proto is not None
+            await proto.opened
+    except BaseException:
+        if proto is not None:  # timed out mid-handshake: do not leak the socket
+            proto.abort()
+        raise
     return proto
 
 
