@@ -56,7 +56,7 @@ class AppLimits(BaseModel):
     webhook_batch_max_events: Annotated[int, Field(ge=1, le=10_000)] = 500
     webhook_batch_max_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     webhook_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
-    webhook_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    webhook_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
     webhook_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
     # Durable events (Redis backend): undelivered events stored, all pods together.
     event_store_max_bytes: Annotated[int, Field(ge=1024 * 1024, le=64 * 1024**3)] = (

@@ -46,7 +46,16 @@ Inbound = Callable[[Tunnel, str | bytes], str | bytes | None]
 
 
 class TunnelReader:
-    __slots__ = ("_waiting", "delivery", "inbound", "lease", "messages_in", "socket", "tunnel")
+    __slots__ = (
+        "_since",
+        "_waiting",
+        "delivery",
+        "inbound",
+        "lease",
+        "messages_in",
+        "socket",
+        "tunnel",
+    )
 
     def __init__(
         self,
@@ -63,14 +72,37 @@ class TunnelReader:
         self.lease = lease
         self.messages_in = messages_in
         self.inbound = inbound  # the protocol's message of a frame (None: nothing to relay)
-        self._waiting: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Future[None] | None = None
+        self._since = 0.0  # when the current wait began
         # Nothing is relayed before the business server approved the tunnel, nor before
         # what the socket this one took over read has gone first.
-        self._hold(self._opening())
+        old = tunnel.predecessor
+        if old is not None and not old.ended and not tunnel.resumed:
+            self._hold(self._opening())  # a takeover on this pod: rare
+        elif not tunnel.approved.done() and tunnel.close_code is None:
+            self._until_approved()
 
     async def _opening(self) -> None:
         await self.tunnel.wait_approved()
         await self.tunnel.wait_for_predecessor()
+
+    def _until_approved(self) -> None:
+        """``_hold(tunnel.wait_approved())`` for every new tunnel, with callbacks instead
+        of a task and ``asyncio.wait`` (a tenth of the broker's CPU per tunnel set up)."""
+        tunnel = self.tunnel
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Future[None] = loop.create_future()
+
+        def open_gate(_: object) -> None:
+            if not gate.done():
+                gate.set_result(None)
+
+        if tunnel.on_close is None:
+            tunnel.on_close = loop.create_future()
+        tunnel.approved.add_done_callback(open_gate)
+        tunnel.on_close.add_done_callback(open_gate)
+        self._begin(gate)
+        gate.add_done_callback(self._end)
 
     def frame(self, payload: str | bytes) -> bool:
         """One message of the client; False: the socket holds it (and what follows)."""
@@ -118,27 +150,35 @@ class TunnelReader:
         return True
 
     def _hold(self, wait: Awaitable[None]) -> None:
-        self._waiting = asyncio.get_running_loop().create_task(self._wait(wait))
-
-    async def _wait(self, wait: Awaitable[None]) -> None:
         """Stop reading until ``wait`` is done: back-pressure, not loss.
 
         The client's messages meanwhile wait unread (in the kernel, then in its own
         socket), and its keepalive answers with them (``protocol.py`` lets no deadline
         run out while it holds them). What it sent at its allowed rate meanwhile then
         arrives at once and is not charged as a burst (``TokenBucket.forgive``)."""
+        task = asyncio.get_running_loop().create_task(self._wait(wait))
+        self._begin(task)
+        task.add_done_callback(self._end)
+
+    @staticmethod
+    async def _wait(wait: Awaitable[None]) -> None:
+        await wait
+
+    def _begin(self, waiting: asyncio.Future[None]) -> None:
+        self._waiting = waiting
+        self._since = monotonic()
+        self.tunnel.held = True
+
+    def _end(self, waiting: asyncio.Future[None]) -> None:
         tunnel = self.tunnel
-        started = monotonic()
-        tunnel.held = True
-        try:
-            await wait
-        finally:
-            tunnel.held = False
-            now = monotonic()
-            tunnel.bucket.forgive(now - started, now)
-            tunnel.last_activity = now
+        tunnel.held = False
+        now = monotonic()
+        tunnel.bucket.forgive(now - self._since, now)
+        tunnel.last_activity = now
+        if self._waiting is waiting:
             self._waiting = None
-        self.socket.resume()
+        if not waiting.cancelled():
+            self.socket.resume()
 
     async def drained(self) -> None:
         """Until every message the socket read was taken (the socket has ended: what it
@@ -148,8 +188,8 @@ class TunnelReader:
 
     async def stop(self) -> None:
         """Stop waiting (the tunnel's task is being cancelled)."""
-        task = self._waiting
-        if task is not None:
-            task.cancel()
+        waiting = self._waiting
+        if waiting is not None:
+            waiting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await waiting
