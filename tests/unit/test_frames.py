@@ -49,4 +49,3 @@ def test_a_message_keeps_its_frame_for_every_socket() -> None:
     first = frames.of_message(message)
     assert frames.of_message(message) is first
     assert parsed(first).data.decode() == "héllo"
-
