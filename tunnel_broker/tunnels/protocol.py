@@ -205,11 +205,6 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
                 self.handle_parser_exception()
             return True
 
-    @property
-    def holding(self) -> bool:
-        """Whether messages read from the client wait for the consumer."""
-        return bool(self._held)
-
     def write_message(self, message: Message) -> Step:
         """Write one ``websocket.send`` message now, if the socket can take it: ``SENT``,
         ``FAILED`` (the socket is gone or closing), or ``WOULD_BLOCK`` (its buffer is
