@@ -183,8 +183,13 @@ class TunnelReader:
     async def drained(self) -> None:
         """Until every message the socket read was taken (the socket has ended: what it
         holds is still relayed, after the waits it is held for)."""
-        while self._waiting is not None:
-            await asyncio.shield(self._waiting)
+        while (waiting := self._waiting) is not None:
+            if waiting.done():
+                # Its callbacks (``_end``) are scheduled, not run: awaiting a finished
+                # future does not yield, and this loop would never let them run.
+                await asyncio.sleep(0)
+            else:
+                await asyncio.shield(waiting)
 
     async def stop(self) -> None:
         """Stop waiting (the tunnel's task is being cancelled)."""
