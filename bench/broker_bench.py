@@ -47,7 +47,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -533,6 +533,36 @@ def error_kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+async def each_bounded(
+    count: int, work: Callable[[int], Awaitable[None]], concurrency: int, timeout: float
+) -> tuple[Counter[str], list[str]]:
+    """``work(0) ... work(count - 1)``, ``concurrency`` at a time, within ``timeout``; a
+    failure is counted by kind and the loop carries on, until failures pass 1% (at least
+    10). Returns the counts (``phase timeout`` if time ran out) and the first three."""
+    kinds: Counter[str] = Counter()
+    first: list[str] = []
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < count and sum(kinds.values()) < max(10, count // 100):
+            i = next_index
+            next_index += 1
+            try:
+                await work(i)
+            except Exception as exc:  # count and carry on; too many stops the loop
+                kinds[error_kind(exc)] += 1
+                if len(first) < 3:
+                    first.append(f"{type(exc).__name__}: {exc}"[:300])
+
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, count)))))
+    except TimeoutError:
+        kinds["phase timeout"] += 1
+    return kinds, first
+
+
 class LoadWorker:
     """The client side of one load process: its share of the tunnels and their counters."""
 
@@ -562,27 +592,12 @@ class LoadWorker:
         """POST /v1/tunnels ``count`` times (users ``prefix+start...``); keeps the URLs."""
         api = ApiClient(HOST, port, API_KEY, max_connections=self.api_connections)
         self.urls = [None] * count
-        kinds: Counter[str] = Counter()
-        first: list[str] = []
-        next_index = 0
 
-        async def one() -> None:
-            nonlocal next_index
-            while next_index < count and sum(kinds.values()) < max(10, count // 100):
-                i = next_index
-                next_index += 1
-                try:
-                    self.urls[i] = await create_tunnel(api, f"{prefix}{start + i}")
-                except Exception as exc:  # count and carry on; too many stops the loop
-                    kinds[error_kind(exc)] += 1
-                    if len(first) < 3:
-                        first.append(f"{type(exc).__name__}: {exc}"[:300])
+        async def create(i: int) -> None:
+            self.urls[i] = await create_tunnel(api, f"{prefix}{start + i}")
 
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(one() for _ in range(max(1, min(concurrency, count)))))
-        except TimeoutError:
-            kinds["phase timeout"] += 1
+            kinds, first = await each_bounded(count, create, concurrency, timeout)
         finally:
             await api.aclose()
         created = sum(1 for u in self.urls if u)
@@ -592,32 +607,15 @@ class LoadWorker:
         """Open every created URL, ``concurrency`` at a time."""
         urls = self.urls
         self.clients = [None] * len(urls)
-        kinds: Counter[str] = Counter()
-        first: list[str] = []
         todo = [i for i, u in enumerate(urls) if u]
-        next_index = 0
 
-        async def one() -> None:
-            nonlocal next_index
-            while next_index < len(todo) and sum(kinds.values()) < max(10, len(todo) // 100):
-                i = todo[next_index]
-                next_index += 1
-                url = urls[i]
-                assert url is not None
-                try:
-                    self.clients[i] = await raw_ws_connect(
-                        url, self.stats, local_host=self.local_host
-                    )
-                except Exception as exc:  # count and carry on; too many stops the loop
-                    kinds[error_kind(exc)] += 1
-                    if len(first) < 3:
-                        first.append(f"{type(exc).__name__}: {exc}"[:300])
+        async def connect(n: int) -> None:
+            i = todo[n]
+            url = urls[i]
+            assert url is not None
+            self.clients[i] = await raw_ws_connect(url, self.stats, local_host=self.local_host)
 
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(one() for _ in range(max(1, min(concurrency, len(todo))))))
-        except TimeoutError:
-            kinds["phase timeout"] += 1
+        kinds, first = await each_bounded(len(todo), connect, concurrency, timeout)
         opened = sum(1 for c in self.clients if c is not None)
         return {"opened": opened, "errors": dict(kinds), "first_errors": first}
 

@@ -26,7 +26,7 @@ from tunnel_broker.errors import (
 from tunnel_broker.node import Node
 from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import CloseCode, metric_label
-from tunnel_broker.tunnels.protocol import SOCKET_EXTENSION, TunnelProtocol
+from tunnel_broker.tunnels.protocol import SOCKET_EXTENSION
 from tunnel_broker.tunnels.reader import TunnelReader
 from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -139,9 +139,10 @@ class ConnectHandler:
             return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels", subprotocol)
         # From now on the socket hands the client's messages to the reader, and pushes
         # are written to it directly (``protocol.py``).
-        socket.consumer = TunnelReader(
+        reader = TunnelReader(
             tunnel, socket, node.events, node.backend.lease, metrics.messages_in, self._inbound
         )
+        socket.consumer = reader
         await send(_accept(subprotocol))
         self._opened(tunnel)
         tunnel.writer.release()
@@ -155,7 +156,7 @@ class ConnectHandler:
         code, reason = 1006, ""
         dropped = False
         try:
-            code, reason = await self._relay(tunnel, socket, receive)
+            code, reason = await self._relay(reader, receive)
             dropped = tunnel.close_code is None and code not in _CLIENT_ENDS
         finally:
             tunnel.end()
@@ -235,13 +236,9 @@ class ConnectHandler:
                 return CloseCode.TRY_AGAIN_LATER, "overloaded"
         return None
 
-    async def _relay(
-        self, tunnel: Tunnel, socket: TunnelProtocol, receive: Receive
-    ) -> tuple[int, str]:
+    async def _relay(self, reader: TunnelReader, receive: Receive) -> tuple[int, str]:
         """Relay the client's messages (the socket hands them to the reader) until the
         socket ends and what it read was relayed; return its close code."""
-        reader = socket.consumer
-        assert isinstance(reader, TunnelReader)
         try:
             while True:
                 message = await receive()  # only the disconnect comes this way

@@ -148,7 +148,8 @@ class RedisBackend(Backend):
             await self.upkeep.first_renewal()
         except RedisError as exc:
             # Start anyway: the pod is unready until Redis answers, then catches up.
-            logger.error("redis unreachable at start (%s); retrying", type(exc).__name__)
+            where = self.topology.describe()
+            logger.error("redis unreachable at start (%s, %s); retrying", where, type(exc).__name__)
         else:
             self.health.mark_healthy()
         loop = asyncio.get_running_loop()
