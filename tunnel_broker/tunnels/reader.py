@@ -79,7 +79,9 @@ class TunnelReader:
         old = tunnel.predecessor
         if old is not None and not old.ended and not tunnel.resumed:
             self._hold(self._opening())  # a takeover on this pod: rare
-        elif not tunnel.approved.done() and tunnel.close_code is None:
+            return
+        tunnel.predecessor = None  # nothing to wait for (``wait_for_predecessor``)
+        if not tunnel.approved.done() and tunnel.close_code is None:
             self._until_approved()
 
     async def _opening(self) -> None:
@@ -88,7 +90,7 @@ class TunnelReader:
 
     def _until_approved(self) -> None:
         """``_hold(tunnel.wait_approved())`` for every new tunnel, with callbacks instead
-        of a task and ``asyncio.wait`` (a tenth of the broker's CPU per tunnel set up)."""
+        of a task and ``asyncio.wait`` (both showed in the profile of tunnel setup)."""
         tunnel = self.tunnel
         loop = asyncio.get_running_loop()
         gate: asyncio.Future[None] = loop.create_future()
