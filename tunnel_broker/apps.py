@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,11 +24,25 @@ from tunnel_broker.validation import describe
 from tunnel_broker.wafer.settings import WaferSettings
 from tunnel_broker.webhooks.signing import InvalidSecret, decode_secret
 
-__all__ = ["App", "AppLimits", "AppRegistry", "AppsFileError", "load_apps_file", "parse_apps"]
+__all__ = [
+    "App",
+    "AppLimits",
+    "AppRegistry",
+    "AppsFileError",
+    "fingerprint",
+    "load_apps_file",
+    "parse_apps",
+]
 
 MIN_API_KEY_LENGTH = 16
 APP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def fingerprint(key: str) -> str:
+    """How an API key or webhook secret is named where it must not be shown (admin API,
+    audit log, console): 16 hex digits of its SHA-256."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class AppLimits(BaseModel):
@@ -67,6 +82,14 @@ class AppLimits(BaseModel):
     resume_window_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
     resume_buffer_messages: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     resume_buffer_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    # Quotas, summed over all pods (none by default): concurrent tunnels of the app, and
+    # messages (client messages relayed plus messages the business server sent, each once
+    # whatever its fan-out) per calendar period in UTC. The app is warned (a header on its
+    # API answers and webhook requests) once usage passes ``quota_warning_ratio``.
+    max_tunnels: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    message_quota: Annotated[int, Field(ge=1, le=10**15)] | None = None
+    message_quota_period: Literal["hour", "day", "month"] = "day"
+    quota_warning_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8
     session_lifetime_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 30 * 86400
     session_idle_seconds: Annotated[int, Field(ge=60, le=365 * 86400)] = 7 * 86400
     max_sessions_per_openid: Annotated[int, Field(ge=1, le=1000)] = 5
@@ -100,6 +123,12 @@ class App(BaseModel):
     allow_session_tunnels: bool = False
     # Wafer mode (optional): the legacy Wafer SDKs' tunnel service for this app.
     wafer: WaferSettings | None = None
+    # Whether the live trace (console) may show message payloads (truncated, redacted).
+    trace_payloads: bool = False
+    # Keys and secrets on their way out after a rotation: ``fingerprint()`` of the API key
+    # or webhook secret -> when (unix seconds) it stops being accepted (a key) or listed
+    # in signatures (a secret). Until then old and new both work.
+    retiring: dict[str, float] = {}
 
     @model_validator(mode="after")
     def _wechat_pair(self) -> App:
@@ -138,6 +167,24 @@ class App(BaseModel):
             except InvalidSecret as exc:
                 raise ValueError(str(exc)) from None
         return secrets
+
+    @model_validator(mode="after")
+    def _keeps_a_key(self) -> App:
+        if all(fingerprint(key) in self.retiring for key in self.api_keys):
+            raise ValueError("at least one API key must not be retiring")
+        if all(fingerprint(secret) in self.retiring for secret in self.webhook_secrets):
+            raise ValueError("at least one webhook secret must not be retiring")
+        return self
+
+    def key_expires_at(self, key: str) -> float | None:
+        """When an API key or webhook secret of this app stops working (None: never)."""
+        return self.retiring.get(fingerprint(key)) if self.retiring else None
+
+    def signing_secrets(self, now: float) -> list[str]:
+        """The webhook secrets to sign with now: every secret not yet retired."""
+        if not self.retiring:
+            return self.webhook_secrets
+        return [s for s in self.webhook_secrets if self.retiring.get(fingerprint(s), now + 1) > now]
 
     def __repr__(self) -> str:
         return f"App(id={self.id!r}, webhook_url={self.webhook_url!r})"
@@ -234,4 +281,10 @@ class AppRegistry:
         if found is None:
             return None
         key, app = found
-        return app if hmac.compare_digest(key.encode(), api_key.encode()) else None
+        if not hmac.compare_digest(key.encode(), api_key.encode()):
+            return None
+        if app.retiring:
+            expires = app.key_expires_at(key)
+            if expires is not None and expires <= time.time():
+                return None
+        return app

@@ -220,6 +220,20 @@ class Settings:
         "127.0.0.1",
         help="Proxies (comma-separated, or *) trusted for client addresses (X-Forwarded-For).",
     )
+    admin_keys: Secret = setting(
+        factory=lambda: Secret(""),
+        help=(
+            "Operator keys for the admin API and console: name:key pairs, comma-separated"
+            " (keys of 32+ characters; several during a rotation). Empty: admin API off."
+        ),
+    )
+    usage_retention_days: int = setting(
+        35, help="Days of hourly usage buckets kept per app (billing needs the last month)."
+    )
+    usage_flush_seconds: float = setting(
+        1.0, help="Seconds between writes of this node's usage counts to the usage store."
+    )
+    console: bool = setting(True, help="Serve the web console at /console.")
     keep_alive_timeout: float = setting(
         75.0,
         help="Seconds an idle HTTP keep-alive connection stays open (above the LB's idle timeout).",

@@ -5,7 +5,6 @@ time instead of being updated on every event."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -138,9 +137,6 @@ class _StateCollector(Collector):
 
 class Metrics:
     def __init__(self) -> None:
-        # Client messages, counted by the socket readers in a plain dict: a Prometheus
-        # child's inc() takes a lock, once per message on the hottest path.
-        self.messages_in: dict[str, int] = defaultdict(int)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.connects = Counter(
@@ -187,17 +183,11 @@ class Metrics:
         buffer_depth: Callable[[], dict[str, int]],
         ready: Callable[[], bool],
         messages_out: Callable[[], dict[str, int]],
+        messages_in: Callable[[], dict[str, int]],
         pressure: Callable[[], dict[str, Pressure]],
     ) -> None:
         self.registry.register(
-            _StateCollector(
-                tunnels_open,
-                buffer_depth,
-                ready,
-                messages_out,
-                lambda: dict(self.messages_in),
-                pressure,
-            )
+            _StateCollector(tunnels_open, buffer_depth, ready, messages_out, messages_in, pressure)
         )
 
     def watch_shared_state(self, health: Callable[[], SharedStateHealth | None]) -> None:

@@ -27,6 +27,7 @@ from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tokens import TokenCodec
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.usage.counters import UsageCounters
 from tunnel_broker.webhooks import events
 from tunnel_broker.webhooks.actions import ActionRunner
 from tunnel_broker.webhooks.batching import Pending, new_epoch
@@ -42,7 +43,10 @@ class Node:
     def __init__(self, settings: Settings, apps: list[App], backend: Backend | None = None) -> None:
         self.settings = settings
         self.apps = AppRegistry(apps)
-        self.hub = Hub()
+        # Messages and bytes per app, counted on the hot path in plain integers (a
+        # Prometheus child's inc() takes a lock): metrics and usage metering read them.
+        self.usage = UsageCounters()
+        self.hub = Hub(self.usage)
         self.metrics = Metrics()
         self._file_apps = list(apps)
         self.backend = backend or self._make_backend()
@@ -70,7 +74,8 @@ class Node:
             self.hub.count_by_app,
             self.events.depths,
             self.ready,
-            lambda: dict(self.hub.messages_out),
+            lambda: self.usage.totals("messages_out"),
+            lambda: self.usage.totals("messages_in"),
             self._pressure,
         )
         self.metrics.watch_shared_state(self.backend.shared_state_health)

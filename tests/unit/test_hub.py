@@ -307,11 +307,14 @@ async def test_push_reaches_the_target_and_returns_who_got_it() -> None:
     assert socket_of(t1).texts == ["hi"]
     assert socket_of(t2).texts == ["hi"]
     assert socket_of(t3).texts == []
-    assert hub.messages_out["demo"] == 2
+    assert hub.usage.of("demo").messages_out == 2
+    assert hub.usage.of("demo").bytes_out == 4
     assert hub.push("demo", Target("all"), b"\x01") == {"t1", "t2", "t3"}
     assert socket_of(t3).sent[-1] == {"type": "websocket.send", "bytes": b"\x01"}
-    assert hub.messages_out["demo"] == 5
-    assert hub.messages_out["other"] == 0
+    assert hub.usage.of("demo").messages_out == 5
+    assert hub.usage.of("demo").bytes_out == 7
+    assert hub.usage.of("other").messages_out == 0
+    assert hub.usage.of("demo").open_tunnels == 3
 
 
 async def test_push_skips_closing_tunnels_and_does_not_count_them() -> None:
@@ -322,7 +325,7 @@ async def test_push_skips_closing_tunnels_and_does_not_count_them() -> None:
     hub.attach(t2)
     t2.close(CloseCode.NORMAL, "bye")
     assert hub.push("demo", Target("all"), "hi") == {"t1"}
-    assert hub.messages_out["demo"] == 1
+    assert hub.usage.of("demo").messages_out == 1
     assert socket_of(t2).texts == []
 
 
@@ -330,7 +333,7 @@ async def test_push_to_nobody_returns_an_empty_set() -> None:
     hub = Hub()
     hub.attach(make_tunnel("t1"))
     assert hub.push("demo", Target.tunnel("missing"), "hi") == set()
-    assert hub.messages_out["demo"] == 0
+    assert hub.usage.of("demo").messages_out == 0
 
 
 async def test_push_sliced_to_a_small_target_pushes_at_once() -> None:
@@ -339,7 +342,7 @@ async def test_push_sliced_to_a_small_target_pushes_at_once() -> None:
     hub.attach(tunnel)
     assert await hub.push_sliced("demo", Target("all"), "hi") == {"t1"}
     assert socket_of(tunnel).texts == ["hi"]
-    assert hub.messages_out["demo"] == 1
+    assert hub.usage.of("demo").messages_out == 1
 
 
 async def test_push_sliced_reaches_every_tunnel_of_a_large_target() -> None:
@@ -355,8 +358,8 @@ async def test_push_sliced_reaches_every_tunnel_of_a_large_target() -> None:
     assert len(log) == count
     assert all(socket_of(t).texts == ["wide"] for t in hub if t.app is DEMO)
     assert socket_of(bystander).texts == []
-    assert hub.messages_out["demo"] == count
-    assert hub.messages_out["other"] == 0
+    assert hub.usage.of("demo").messages_out == count
+    assert hub.usage.of("other").messages_out == 0
 
 
 async def test_push_sliced_yields_to_the_event_loop_between_slices() -> None:
@@ -437,7 +440,7 @@ async def test_tunnels_of_two_apps_with_the_same_id_never_mix() -> None:
     assert hub.push("other", Target("groups", ("g",)), "to other") == {"t1"}
     assert socket_of(mine).texts == ["to demo"]
     assert socket_of(theirs).texts == ["to other"]
-    assert hub.messages_out == {"demo": 1, "other": 1}
+    assert hub.usage.totals("messages_out") == {"demo": 1, "other": 1}
 
     hub.change_membership("other", "t1", "g", join=False)
     assert hub.group_tunnels("demo", "g") == {mine}

@@ -58,6 +58,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "wafer.packets",
             "wafer.settings",
             "wafer.events",
+            "usage",
+            "usage.counters",
         ),
     ),
     (

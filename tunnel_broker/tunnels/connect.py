@@ -140,7 +140,7 @@ class ConnectHandler:
         # From now on the socket hands the client's messages to the reader, and pushes
         # are written to it directly (``protocol.py``).
         reader = TunnelReader(
-            tunnel, socket, node.events, node.backend.lease, metrics.messages_in, self._inbound
+            tunnel, socket, node.events, node.backend.lease, node.usage, self._inbound
         )
         socket.consumer = reader
         await send(_accept(subprotocol))

@@ -14,20 +14,20 @@ from collections.abc import Iterable, Iterator
 
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.tunnel import Tunnel
-from tunnel_broker.tunnels.writer import Message, send_message
+from tunnel_broker.tunnels.writer import Message, payload_bytes, send_message
+from tunnel_broker.usage.counters import UsageCounters
 
 Key = tuple[str, str]
 PUSH_SLICE = 500
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, usage: UsageCounters | None = None) -> None:
         self._tunnels: dict[Key, Tunnel] = {}
         self._by_user: dict[Key, set[Tunnel]] = defaultdict(set)
         self._by_group: dict[Key, set[Tunnel]] = defaultdict(set)
         self._by_app: dict[str, set[Tunnel]] = defaultdict(set)
-        # Counted in a plain dict on the hot path: a Prometheus child's inc() takes a lock.
-        self.messages_out: dict[str, int] = defaultdict(int)
+        self.usage = usage or UsageCounters()
 
     def __len__(self) -> int:
         return len(self._tunnels)
@@ -62,6 +62,7 @@ class Hub:
         self._by_app[app_id].add(tunnel)
         for group in tunnel.groups:
             self._by_group[(app_id, group)].add(tunnel)
+        self.usage.of(app_id).tunnel_opened()
         return previous
 
     def detach(self, tunnel: Tunnel) -> bool:
@@ -73,6 +74,7 @@ class Hub:
         _discard(self._by_user, (app_id, tunnel.user_id), tunnel)
         for group in tunnel.groups:
             _discard(self._by_group, (app_id, group), tunnel)
+        self.usage.of(app_id).tunnel_closed()
         apps = self._by_app.get(app_id)
         if apps is not None:
             apps.discard(tunnel)
@@ -118,7 +120,10 @@ class Hub:
         for tunnel in tunnels:
             if tunnel.push_message(message):
                 pushed.add(tunnel.tunnel_id)
-        self.messages_out[app_id] += len(pushed)
+        if pushed:
+            counters = self.usage.of(app_id)
+            counters.messages_out += len(pushed)
+            counters.bytes_out += len(pushed) * payload_bytes(message)
         return pushed
 
     def close(self, app_id: str, target: Target, code: int, reason: str) -> int:

@@ -22,6 +22,7 @@ from typing import Protocol
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.usage.counters import UsageCounters
 from tunnel_broker.webhooks import events
 from tunnel_broker.webhooks.delivery import EventDelivery
 
@@ -52,9 +53,9 @@ class TunnelReader:
         "delivery",
         "inbound",
         "lease",
-        "messages_in",
         "socket",
         "tunnel",
+        "usage",
     )
 
     def __init__(
@@ -63,14 +64,14 @@ class TunnelReader:
         socket: Socket,
         delivery: EventDelivery,
         lease: Lease,
-        messages_in: dict[str, int],
+        usage: UsageCounters,
         inbound: Inbound,
     ) -> None:
         self.tunnel = tunnel
         self.socket = socket
         self.delivery = delivery  # looked up per message: a reaped pod starts afresh
         self.lease = lease
-        self.messages_in = messages_in
+        self.usage = usage
         self.inbound = inbound  # the protocol's message of a frame (None: nothing to relay)
         self._waiting: asyncio.Future[None] | None = None
         self._since = 0.0  # when the current wait began
@@ -142,7 +143,14 @@ class TunnelReader:
         relayed = self.inbound(tunnel, payload)
         if relayed is None:
             return True
-        self.messages_in[app.id] += 1
+        counters = self.usage.of(app.id)
+        counters.messages_in += 1
+        if isinstance(relayed, str) and not relayed.isascii():
+            counters.bytes_in += len(relayed.encode())
+        else:
+            counters.bytes_in += len(relayed)
+        if counters.tap is not None:
+            counters.tap.client_message(tunnel, relayed)
         # The epoch too: a socket registered again after its pod was reaped has a new one.
         if numbered is None:
             event, delivered = events.message(tunnel.fragment, tunnel.tunnel_id, relayed), None

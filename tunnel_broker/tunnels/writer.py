@@ -46,6 +46,14 @@ def _size(message: Message) -> int:
     return len(payload)  # characters for text: close enough for a bound
 
 
+def payload_bytes(message: Message) -> int:
+    """The exact size of a message's payload on the wire (UTF-8 for text)."""
+    text = message.get("text")
+    if text is None:
+        return len(message.get("bytes") or b"")
+    return len(text) if text.isascii() else len(text.encode())
+
+
 def send_message(payload: str | bytes) -> Message:
     """The ASGI message of one payload; built once for a push to many sockets."""
     if isinstance(payload, str):

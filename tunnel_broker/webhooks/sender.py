@@ -73,7 +73,7 @@ class WebhookSender:
         return children
 
     def _signer(self, app: App) -> WebhookSigner:
-        secrets = tuple(app.webhook_secrets)
+        secrets = tuple(app.signing_secrets(time.time()))
         cached = self._signers.get(app.id)
         if cached is None or cached[0] != secrets:
             cached = (secrets, WebhookSigner(list(secrets)))
