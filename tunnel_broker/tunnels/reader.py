@@ -149,8 +149,6 @@ class TunnelReader:
             counters.bytes_in += len(relayed.encode())
         else:
             counters.bytes_in += len(relayed)
-        if counters.tap is not None:
-            counters.tap.client_message(tunnel, relayed)
         # The epoch too: a socket registered again after its pod was reaped has a new one.
         if numbered is None:
             event, delivered = events.message(tunnel.fragment, tunnel.tunnel_id, relayed), None

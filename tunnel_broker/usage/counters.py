@@ -16,11 +16,17 @@ from typing import Any, Protocol
 
 class Tap(Protocol):
     """Where a traced app's activity is also shown as it happens (the live trace):
-    ``None`` on an app nobody traces, which is checked once per event."""
+    ``AppCounters.tap`` is ``None`` on an app nobody traces, checked once per event."""
 
-    def client_message(self, tunnel: Any, payload: str | bytes) -> None: ...
+    def event(self, app_id: str, event: dict[str, Any]) -> None:
+        """A webhook event as it is emitted (connected, message, closed)."""
 
-    def push(self, app_id: str, target: Any, payload: str | bytes, delivered: int) -> None: ...
+    def push(self, app_id: str, target: Any, payload: str | bytes, via: str) -> None:
+        """A message the business server sent (``via``: ``api`` or ``reply``), once
+        whatever its fan-out, on the pod that took it."""
+
+    def delivery(self, app_id: str, record: dict[str, Any]) -> None:
+        """A webhook request's outcome (the record the deliveries log keeps)."""
 
 
 COUNTS = (
