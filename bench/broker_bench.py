@@ -23,6 +23,7 @@ independent of how fast the load side is.
     .venv/bin/python bench/broker_bench.py --memory --tunnels 50000 --client-processes 4
     .venv/bin/python bench/broker_bench.py --storm --tunnels 10000
     .venv/bin/python bench/broker_bench.py --echo --json out.json --py-spy /tmp/prof
+    .venv/bin/python bench/broker_bench.py --metering compare --repeat 3 --duration 4
 
 Each phase starts its own broker and receiver and stops them; every wait has a deadline.
 """
@@ -41,6 +42,7 @@ import resource
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1786,6 +1788,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra [apps.limits] entry, a TOML literal (e.g. webhook_concurrency=1)",
     )
+    p.add_argument(
+        "--metering",
+        choices=("on", "off", "compare"),
+        default="on",
+        help="the broker's usage metering (--usage-metering): on, off, or compare: the echo "
+        "phase --repeat times each way, alternating, with the broker CPU per round trip of "
+        "each and the difference. The per-app counters on the hot path count either way "
+        "(metrics read them); off stops the meter, which takes and writes them every "
+        "--usage-flush-seconds",
+    )
+    p.add_argument("--repeat", type=int, default=3, help="--metering compare: runs each way")
     p.add_argument("--work-dir", help="where logs/apps file go (default: a temp dir)")
     p.add_argument("--py-spy", metavar="DIR", help="record broker profiles (needs py-spy)")
     p.add_argument(
@@ -1794,11 +1807,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     chosen = [name for name in PHASES if getattr(args, name)]
     args.phases = list(PHASES) if args.all or not chosen else chosen
+    if args.metering == "compare":
+        args.phases = ["echo"]
+    elif args.metering == "off":
+        args.broker_arg = ["--usage-metering=false", *args.broker_arg]
     return args
+
+
+def _metering_runs(args: argparse.Namespace) -> list[tuple[str, str, argparse.Namespace]]:
+    """``--metering compare``: the echo phase off, on, on, off, off, on... (alternating,
+    and each second pair the other way round, so that neither a host getting busier or
+    quieter meanwhile nor whatever the first run of a pair leaves behind weighs on one
+    side)."""
+    runs = []
+    for index in range(1, args.repeat + 1):
+        for mode in ("off", "on") if index % 2 else ("on", "off"):
+            run_args = argparse.Namespace(**vars(args))
+            flag = "true" if mode == "on" else "false"
+            run_args.broker_arg = [f"--usage-metering={flag}", *args.broker_arg]
+            runs.append((f"echo-metering-{mode}-{index}", "echo", run_args))
+    return runs
+
+
+def metering_summary(results: list[PhaseResult]) -> dict[str, Any]:
+    """Broker CPU per echo round trip with metering off and on (median of the runs)."""
+    per_mode: dict[str, list[float]] = {"off": [], "on": []}
+    for result in results:
+        for mode, values in per_mode.items():
+            if result.key.startswith(f"echo-metering-{mode}-"):
+                values += [
+                    c.value
+                    for c in result.checks
+                    if c.name == "broker CPU per round trip" and c.value == c.value
+                ]
+    summary: dict[str, Any] = {f"{m} (us per round trip)": v for m, v in per_mode.items()}
+    if per_mode["off"] and per_mode["on"]:
+        off, on = statistics.median(per_mode["off"]), statistics.median(per_mode["on"])
+        summary.update(
+            {"median off (us)": off, "median on (us)": on, "cost (%)": 100 * (on - off) / off}
+        )
+    return summary
 
 
 def _runs(args: argparse.Namespace) -> list[tuple[str, str, argparse.Namespace]]:
     """(key, phase, arguments) for every run: each phase once, or once per ``--sizes``."""
+    if args.metering == "compare":
+        return _metering_runs(args)
     if not args.sizes:
         return [(name, name, args) for name in args.phases]
     runs = []
@@ -1860,11 +1914,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         results = runner.run(run(args, work))
+    metering: dict[str, Any] = {}
+    if args.metering == "compare":
+        metering = metering_summary(results)
+        print()
+        print(" usage metering, broker CPU per echo round trip (target: at most 5% more on)")
+        for key, value in metering.items():
+            shown = ", ".join(f"{v:.1f}" for v in value) if isinstance(value, list) else _fmt(value)
+            print(f" {key:<46} {shown:>28}")
     if args.json:
         doc = {
             "config": {k: v for k, v in vars(args).items() if k != "json"},
             "results": {r.key or r.name: r.as_dict() for r in results},
         }
+        if metering:
+            doc["metering"] = metering
         text = json.dumps(doc, indent=2, default=str)
         if args.json == "-":
             print(text)

@@ -7,9 +7,11 @@ echo a key or secret.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import tomllib
 from collections.abc import Iterable
@@ -31,6 +33,8 @@ __all__ = [
     "AppsFileError",
     "fingerprint",
     "load_apps_file",
+    "new_api_key",
+    "new_webhook_secret",
     "parse_apps",
 ]
 
@@ -43,6 +47,14 @@ def fingerprint(key: str) -> str:
     """How an API key or webhook secret is named where it must not be shown (admin API,
     audit log, console): 16 hex digits of its SHA-256."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def new_api_key() -> str:
+    return "tbk_" + secrets.token_urlsafe(24)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class AppLimits(BaseModel):

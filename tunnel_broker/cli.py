@@ -8,7 +8,6 @@ environment variable of the same name, so flags, variables and docs cannot disag
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import logging
 import os
@@ -23,7 +22,8 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from tunnel_broker import __version__, logs
-from tunnel_broker.apps import App, load_apps_file
+from tunnel_broker.admin.operators import OperatorKeys
+from tunnel_broker.apps import App, load_apps_file, new_api_key, new_webhook_secret
 from tunnel_broker.backoff import Backoff
 from tunnel_broker.config import SETTINGS, SETTINGS_BY_NAME, Settings, settings_from
 from tunnel_broker.errors import AppsFileError, SettingsError
@@ -151,20 +151,12 @@ def _warn_if_readable(path: str) -> None:
         )
 
 
-def _new_api_key() -> str:
-    return "tbk_" + secrets.token_urlsafe(24)
-
-
-def _new_webhook_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 def _new_app(args: argparse.Namespace) -> App:
     return App(
         id=args.id,
-        api_keys=[_new_api_key()],
+        api_keys=[new_api_key()],
         webhook_url=args.webhook_url,
-        webhook_secrets=[_new_webhook_secret()],
+        webhook_secrets=[new_webhook_secret()],
         wafer=wafer_from(args),
     )
 
@@ -198,13 +190,13 @@ def _redis_apps_command(args: argparse.Namespace) -> int:
         elif args.apps_command == "rotate-key":
             app = store.get(args.id)
             if args.secret:
-                fresh = _new_webhook_secret()
+                fresh = new_webhook_secret()
                 kept = [] if args.revoke_old else app.webhook_secrets
                 # The first secret signs: the new one leads, the old ones still verify.
                 app = app.model_copy(update={"webhook_secrets": [fresh, *kept]})
                 print(f"webhook_secret = {fresh}")
             else:
-                fresh = _new_api_key()
+                fresh = new_api_key()
                 kept = [] if args.revoke_old else app.api_keys
                 app = app.model_copy(update={"api_keys": [*kept, fresh]})
                 print(f"api_key = {fresh}")
@@ -302,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         try:
             settings = settings_from(vars(args), os.environ)
+            OperatorKeys.parse(settings.admin_keys.reveal())  # refuse weak keys before serving
             if settings.backend == "redis":
                 from tunnel_broker.backend.redis.topology import RedisTopology
 

@@ -233,6 +233,13 @@ class Settings:
     usage_flush_seconds: float = setting(
         1.0, help="Seconds between writes of this node's usage counts to the usage store."
     )
+    usage_metering: bool = setting(
+        True,
+        help=(
+            "Write usage counts to the usage store (false: usage stays empty; the per-app"
+            " counters behind metrics still count). For measuring the meter's cost."
+        ),
+    )
     console: bool = setting(True, help="Serve the web console at /console.")
     keep_alive_timeout: float = setting(
         75.0,

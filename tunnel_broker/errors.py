@@ -14,6 +14,8 @@ Exception tree::
     ├── ApiError                raised by request handlers: any code, any detail
     ├── BackendUnavailable      the shared state cannot be reached (backend_unavailable)
     ├── TooManyTunnels          attach refused: the user is at the app's tunnel limit
+    ├── TunnelQuotaExceeded     attach refused: the app is at its max_tunnels
+    ├── MessageQuotaExceeded    pushes refused: the app used its message quota
     ├── TooManyGroups           join refused: the tunnel is at the app's group limit
     ├── ConfigError             settings or apps cannot be used (validation_failed)
     │   ├── SettingsError       a flag or TB_* variable
@@ -50,6 +52,14 @@ ERROR_TABLE: dict[str, ErrorSpec] = _table(
     ErrorSpec("missing_api_key", 401, "API key missing"),
     ErrorSpec("invalid_api_key", 401, "API key not recognised"),
     ErrorSpec("not_found", 404, "No such endpoint"),
+    ErrorSpec("missing_admin_key", 401, "Operator key missing"),
+    ErrorSpec("invalid_admin_key", 401, "Operator key not recognised"),
+    ErrorSpec("admin_api_disabled", 404, "The admin API is off (no operator keys set)"),
+    ErrorSpec("app_not_found", 404, "No such app"),
+    ErrorSpec("app_exists", 409, "An app with this id exists"),
+    ErrorSpec("app_in_apps_file", 409, "The app is managed by the apps file"),
+    ErrorSpec("app_changed", 409, "The app changed meanwhile; retry", temporary=True),
+    ErrorSpec("too_many_traces", 503, "Too many live traces on this node", temporary=True),
     ErrorSpec("tunnel_not_connected", 404, "Tunnel is not connected"),
     ErrorSpec("method_not_allowed", 405, "Method not allowed"),
     ErrorSpec("request_timeout", 408, "Request head not received in time", temporary=True),
@@ -63,6 +73,8 @@ ERROR_TABLE: dict[str, ErrorSpec] = _table(
     ErrorSpec("session_tunnels_disabled", 403, "This app does not let clients open tunnels"),
     ErrorSpec("wechat_not_configured", 404, "This app has no WeChat login"),
     ErrorSpec("rate_limited", 429, "Too many requests for this app", temporary=True),
+    ErrorSpec("tunnel_quota_exceeded", 429, "The app has its max_tunnels open", temporary=True),
+    ErrorSpec("message_quota_exceeded", 429, "The app used its message quota", temporary=True),
     ErrorSpec("headers_too_large", 431, "Request headers too large"),
     ErrorSpec("wechat_rate_limited", 429, "WeChat refused: quota reached", temporary=True),
     ErrorSpec("wechat_error", 502, "WeChat answered unexpectedly"),
@@ -153,6 +165,18 @@ class TooManyTunnels(BrokerError):
     """The user already holds the app's ``max_tunnels_per_user`` other tunnels."""
 
     code = "rate_limited"
+
+
+class TunnelQuotaExceeded(BrokerError):
+    """The app already has its ``max_tunnels`` open, all pods together."""
+
+    code = "tunnel_quota_exceeded"
+
+
+class MessageQuotaExceeded(BrokerError):
+    """The messages would take the app beyond its ``message_quota`` for the period."""
+
+    code = "message_quota_exceeded"
 
 
 class TooManyGroups(BrokerError):

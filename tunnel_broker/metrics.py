@@ -58,6 +58,21 @@ class _SharedStateCollector(Collector):
         )
 
 
+class _QuotaCollector(Collector):
+    def __init__(self, ratios: Callable[[], dict[tuple[str, str], float]]) -> None:
+        self._ratios = ratios
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        used = GaugeMetricFamily(
+            "tb_quota_used_ratio",
+            "Share of the app's quota used (messages: this period; tunnels: open)",
+            labels=["app", "quota"],
+        )
+        for (app_id, quota), ratio in sorted(self._ratios().items()):
+            used.add_metric([app_id, quota], ratio)
+        yield used
+
+
 class _StateCollector(Collector):
     def __init__(
         self,
@@ -176,6 +191,13 @@ class Metrics:
         self.api_requests = Counter(
             "tb_api_requests", "HTTP API requests by status", ["status"], registry=r
         )
+        self.quota_refusals = Counter(
+            "tb_quota_refusals",
+            "Connects, tunnels, pushes and messages refused for an app's quota "
+            "(quota: tunnels or messages)",
+            ["app", "quota"],
+            registry=r,
+        )
 
     def watch_state(
         self,
@@ -192,6 +214,11 @@ class Metrics:
 
     def watch_shared_state(self, health: Callable[[], SharedStateHealth | None]) -> None:
         self.registry.register(_SharedStateCollector(health))
+
+    def watch_quotas(self, ratios: Callable[[], dict[tuple[str, str], float]]) -> None:
+        """``tb_quota_used_ratio{app,quota}``: the share of each quota used, as the node
+        last saw it (``Quotas.ratios``)."""
+        self.registry.register(_QuotaCollector(ratios))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

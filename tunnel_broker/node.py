@@ -13,8 +13,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tunnel_broker.admin.operators import OperatorKeys
+from tunnel_broker.admin.pods import PodReporter, pod_status
+from tunnel_broker.admin.store import AppAdmin
 from tunnel_broker.apps import App, AppRegistry
 from tunnel_broker.backend.base import Backend
 from tunnel_broker.backend.memory import MemoryBackend
@@ -23,11 +26,13 @@ from tunnel_broker.config import Settings
 from tunnel_broker.errors import AppsFileError, BackendUnavailable
 from tunnel_broker.metrics import Metrics, Pressure
 from tunnel_broker.ratelimit import Budgets
+from tunnel_broker.trace.tracer import Tracer
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tokens import TokenCodec
 from tunnel_broker.tunnels.tunnel import Tunnel
 from tunnel_broker.usage.counters import UsageCounters
+from tunnel_broker.usage.metering import metering_for
 from tunnel_broker.webhooks import events
 from tunnel_broker.webhooks.actions import ActionRunner
 from tunnel_broker.webhooks.batching import Pending, new_epoch
@@ -35,6 +40,9 @@ from tunnel_broker.webhooks.delivery import EventDelivery
 from tunnel_broker.webhooks.handover import FileHandover
 from tunnel_broker.webhooks.sender import WebhookSender
 from tunnel_broker.wechat import WeChatClient
+
+if TYPE_CHECKING:
+    from tunnel_broker.backend.redis.backend import RedisBackend
 
 logger = logging.getLogger("tunnel_broker.node")
 
@@ -50,14 +58,27 @@ class Node:
         self.metrics = Metrics()
         self._file_apps = list(apps)
         self.backend = backend or self._make_backend()
+        # Running it as a PaaS: operators' keys, and apps changed at run time.
+        self.operators = OperatorKeys.parse(settings.admin_keys.reveal())
+        redis = self._redis_backend()
+        self.admin = AppAdmin(self.apps, (a.id for a in apps), redis)
+        self.tracer = self._make_tracer(redis)
+        self.started_at = time.time()
+        self._pod_reporter = PodReporter(redis, self.status) if redis is not None else None
+        self._reporting: asyncio.Task[None] | None = None
         self.tokens = TokenCodec(settings.secret_keys())
         self.sessions = self.backend.session_store()
         self._wechat_clients: dict[str, WeChatClient] = {}
         self.actions = ActionRunner(self.backend, self.hub, self.metrics)
+        # Usage in hourly buckets, and each app's recent webhook deliveries (usage/).
+        self.metering = metering_for(self.usage, self.backend, settings)
         sender = WebhookSender(
-            self.apps, self.metrics, Backoff(cap=settings.webhook_retry_max_delay)
+            self.apps,
+            self.metrics,
+            Backoff(cap=settings.webhook_retry_max_delay),
+            recorder=self.metering.recorder,
         )
-        self.events = EventDelivery(self.apps, sender, self.actions.run)
+        self.events = EventDelivery(self.apps, sender, self.actions.run, self.usage)
         self.backend.use_delivery(self.events)
         self.started = False
         self.draining = False
@@ -79,6 +100,7 @@ class Node:
             self._pressure,
         )
         self.metrics.watch_shared_state(self.backend.shared_state_health)
+        self.metrics.watch_quotas(self.backend.quotas.ratios)
 
     def _make_backend(self) -> Backend:
         settings = self.settings
@@ -98,11 +120,27 @@ class Node:
             settings.lease_seconds,
             settings.durable_events,
             self._max_stored_bytes,
+            usage_retention_seconds=settings.usage_retention_days * 86400,
         )
         backend.on_apps_changed = self.reload_apps
         backend.on_repaired = self.sync_apps
         backend.rejoin.on_rejoined = self._report_rejoined
         return backend
+
+    def _make_tracer(self, redis: RedisBackend | None) -> Tracer:
+        """The live trace: this process's watchers, or every pod's through Redis."""
+        if redis is None:
+            return Tracer(self.usage, self.apps)
+        from tunnel_broker.trace.redis_relay import RedisTracer
+
+        return RedisTracer(self.usage, self.apps, redis)
+
+    def _redis_backend(self) -> RedisBackend | None:
+        if self.backend.name != "redis":
+            return None
+        from tunnel_broker.backend.redis.backend import RedisBackend
+
+        return self.backend if isinstance(self.backend, RedisBackend) else None
 
     def _max_stored_bytes(self, app_id: str) -> int:
         app = self.apps.get(app_id)
@@ -178,6 +216,13 @@ class Node:
         await self.backend.start()
         await self.sync_apps()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="sweeper")
+        self.metering.start()
+        await self.tracer.start()
+        if self._pod_reporter is not None:
+            self._reporting = asyncio.get_running_loop().create_task(
+                self._pod_reporter.run(), name="pod-status"
+            )
+        self.started_at = time.time()
         self.started = True
         logger.info(
             "node %s ready: backend=%s apps=%s",
@@ -185,6 +230,10 @@ class Node:
             self.backend.name,
             ",".join(a.id for a in self.apps.all()) or "(none)",
         )
+
+    def status(self) -> dict[str, Any]:
+        """This pod as the operator sees it (``GET /admin/v1/pods``)."""
+        return pod_status(self.settings.node_id, self.ready(), len(self.hub), self.started_at)
 
     async def _sweep(self) -> None:
         """Close idle and too-old tunnels; one task for all tunnels instead of a timer
@@ -275,13 +324,18 @@ class Node:
         if self._drain_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain_task
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._reporting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._reporting is not None and self._pod_reporter is not None:
+            await self._pod_reporter.goodbye()
         await self._end_parked()
         await self._hand_over()
         await self.events.close()
+        await self.metering.stop()  # after the last webhook: its counts are flushed too
+        await self.tracer.stop()
         for client in self._wechat_clients.values():
             await client.aclose()
         await self.backend.stop()

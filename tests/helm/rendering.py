@@ -11,6 +11,7 @@ import base64
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,35 @@ class Helm:
 
     def lint(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run("lint", "--strict", str(CHART), *args)
+
+    def notes(self, *args: str, release: str = "tb", namespace: str = "tunnels") -> str:
+        """NOTES.txt as ``helm install`` prints it. ``helm template`` leaves NOTES.txt out
+        and ``helm install --dry-run`` wants a cluster, so a copy of the chart renders it
+        as the value of a ConfigMap instead, with the same values and release."""
+        copy = Path(tempfile.mkdtemp(dir=self.home)) / CHART.name
+        shutil.copytree(CHART, copy)
+        notes = copy / "templates" / "NOTES.txt"
+        (copy / "templates" / "notes-preview.yaml").write_text(
+            '{{- define "notes-preview" }}'
+            + notes.read_text()
+            + "{{- end }}\n"
+            + "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes-preview\n"
+            + 'data:\n  notes: {{ include "notes-preview" . | quote }}\n'
+        )
+        notes.unlink()
+        result = self.run(
+            "template",
+            release,
+            str(copy),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/notes-preview.yaml",
+            *args,
+        )
+        assert result.returncode == 0, result.stderr
+        text: str = yaml.safe_load(result.stdout)["data"]["notes"]
+        return text
 
 
 @dataclass

@@ -39,6 +39,12 @@ CHART_MANAGED = {
     "redis_sentinel_password",
     "redis_sentinel_tls",
     "redis_cluster_nodes",
+    # The `admin`, `usage` and `console` blocks (test_admin.py).
+    "admin_keys",
+    "usage_retention_days",
+    "usage_flush_seconds",
+    "usage_metering",
+    "console",
 }
 # What a pod must be told; the rest has broker defaults.
 ESSENTIAL_ENVS = {
@@ -206,7 +212,7 @@ def test_every_variable_the_chart_sets_is_a_broker_setting(
     assert names >= ESSENTIAL_ENVS
     assert set(rendered.config) <= SETTING_ENVS
     if which == "production-values":
-        assert {"TB_REDIS_URL", "TB_SECRET_KEY", "TB_APPS_FILE"} <= names
+        assert {"TB_REDIS_URL", "TB_SECRET_KEY", "TB_APPS_FILE", "TB_ADMIN_KEYS"} <= names
 
 
 @pytest.mark.parametrize("which", ["default", "production"])

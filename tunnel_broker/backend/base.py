@@ -2,7 +2,8 @@
 changes reach them wherever they are.
 
 A backend raises ``BackendUnavailable`` when the shared state cannot be reached (the API
-answers 503) and ``TooManyTunnels`` when an attach would exceed the user's limit.
+answers 503), ``TooManyTunnels`` when an attach would exceed the user's limit and
+``TunnelQuotaExceeded`` the app's.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tunnel_broker.apps import App
+from tunnel_broker.backend.quotas import Quotas
 from tunnel_broker.backend.sessions import MemorySessionStore, SessionStore
-from tunnel_broker.errors import BackendUnavailable, TooManyGroups, TooManyTunnels
+from tunnel_broker.errors import (
+    BackendUnavailable,
+    TooManyGroups,
+    TooManyTunnels,
+    TunnelQuotaExceeded,
+)
 from tunnel_broker.metrics import SharedStateHealth
 from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
@@ -29,6 +36,7 @@ __all__ = [
     "Page",
     "TooManyGroups",
     "TooManyTunnels",
+    "TunnelQuotaExceeded",
     "TunnelRecord",
 ]
 
@@ -107,6 +115,7 @@ class Backend(ABC):
 
     name: str
     lease: Lease  # each backend its own: a lease is extended by one pod's renewals
+    quotas: Quotas  # the apps' quotas, counted where this backend keeps its state
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect to shared state; called once before serving."""
@@ -150,8 +159,10 @@ class Backend(ABC):
     async def attach(self, tunnel: Tunnel) -> bool:
         """Register a just-connected tunnel, taking over an older socket with the same id
         (closed with 4409) wherever it is; True if it took one over. Raises
-        ``TooManyTunnels`` for a new tunnel of a user at the limit: checked here, in the
-        same step as the registration, so simultaneous connects cannot both slip in."""
+        ``TooManyTunnels`` for a new tunnel of a user at the limit, and
+        ``TunnelQuotaExceeded`` for one of an app at its ``max_tunnels``: checked here,
+        in the same step as the registration, so simultaneous connects cannot both slip
+        in. A takeover or a resume is no new tunnel; one waiting for a resume counts."""
 
     async def parked(self, tunnel: Tunnel) -> None:  # noqa: B027 - optional hook
         """A reliable tunnel's socket dropped and the tunnel waits for a resume: what
@@ -189,3 +200,12 @@ class Backend(ABC):
 
     @abstractmethod
     async def list_group(self, app_id: str, group: str, cursor: str | None, limit: int) -> Page: ...
+
+    @abstractmethod
+    async def list_app(self, app_id: str, cursor: str | None, limit: int) -> Page:
+        """A page of the app's tunnels, open or waiting for a resume, all pods."""
+
+    @abstractmethod
+    async def count_app(self, app_id: str) -> int:
+        """How many tunnels the app has, as ``list_app`` pages them (the tunnel quota's
+        count)."""

@@ -7,7 +7,8 @@ as by default) and delivered first by the next process (``webhooks/handover.py``
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from tunnel_broker.backend.base import (
     Backend,
@@ -15,8 +16,10 @@ from tunnel_broker.backend.base import (
     Page,
     TooManyGroups,
     TooManyTunnels,
+    TunnelQuotaExceeded,
     TunnelRecord,
 )
+from tunnel_broker.backend.quotas import LocalQuotas
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.hub import Hub
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -39,12 +42,19 @@ def page_of(tunnels: Iterable[Tunnel], node_id: str, cursor: str | None, limit: 
 class MemoryBackend(Backend):
     name = "memory"
 
-    def __init__(self, hub: Hub, node_id: str, handover: FileHandover | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        node_id: str,
+        handover: FileHandover | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.hub = hub
         self.node_id = node_id
         self.handover = handover
         self.delivery: EventDelivery | None = None
         self.lease = Lease()  # never extended: one process relays for as long as it runs
+        self.quotas = LocalQuotas(self._count, clock)
 
     def use_delivery(self, delivery: EventDelivery) -> None:
         self.delivery = delivery
@@ -73,10 +83,13 @@ class MemoryBackend(Backend):
 
     async def attach(self, tunnel: Tunnel) -> bool:
         app_id = tunnel.app.id
-        if self.hub.get(app_id, tunnel.tunnel_id) is None:
+        if self.hub.get(app_id, tunnel.tunnel_id) is None:  # new: not a takeover, nor a resume
+            limits = tunnel.app.limits
             held = len(self.hub.user_tunnels(app_id, tunnel.user_id))
-            if held >= tunnel.app.limits.max_tunnels_per_user:
+            if held >= limits.max_tunnels_per_user:
                 raise TooManyTunnels(tunnel.user_id)
+            if limits.max_tunnels is not None and self._count(app_id) >= limits.max_tunnels:
+                raise TunnelQuotaExceeded(f"app {app_id} has its {limits.max_tunnels} tunnels open")
         return self.hub.attach(tunnel) is not None
 
     async def detach(self, tunnel: Tunnel) -> None:
@@ -116,3 +129,13 @@ class MemoryBackend(Backend):
 
     async def list_group(self, app_id: str, group: str, cursor: str | None, limit: int) -> Page:
         return page_of(self.hub.group_tunnels(app_id, group), self.node_id, cursor, limit)
+
+    async def list_app(self, app_id: str, cursor: str | None, limit: int) -> Page:
+        tunnels = self.hub.resolve(app_id, Target("all"))
+        return page_of(tunnels, self.node_id, cursor, limit)
+
+    async def count_app(self, app_id: str) -> int:
+        return self._count(app_id)
+
+    def _count(self, app_id: str) -> int:
+        return self.hub.count_by_app().get(app_id, 0)

@@ -2,7 +2,8 @@
 presence.
 
 Handlers are thin: authenticate, parse with the schemas, call the backend, shape the
-answer. Every failure leaves as problem details (``problems.py``).
+answer. Every failure leaves as problem details (``problems.py``); every answer to an app
+near a quota carries ``tb-quota-warning`` (``quota_warning.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tunnel_broker.apps import App
-from tunnel_broker.errors import ApiError, TooManyGroups
-from tunnel_broker.http.connect_urls import mint_tunnel
+from tunnel_broker.errors import ApiError, MessageQuotaExceeded, TooManyGroups
+from tunnel_broker.http.connect_urls import check_tunnel_quota, mint_tunnel
 from tunnel_broker.http.login import SKEY_HEADER, create_session_tunnel
+from tunnel_broker.http.quota_warning import app_endpoint
 from tunnel_broker.http.requests import (
-    authenticated,
     node_of,
     page_args,
     page_json,
@@ -27,6 +28,7 @@ from tunnel_broker.http.requests import (
 from tunnel_broker.http.schemas import CloseRequest, CreateTunnelRequest, MessagesRequest
 from tunnel_broker.node import Node
 from tunnel_broker.targets import Target
+from tunnel_broker.usage.pushes import count_push
 
 
 def _not_connected(tunnel_id: str) -> ApiError:
@@ -35,10 +37,11 @@ def _not_connected(tunnel_id: str) -> ApiError:
 
 async def _create_tunnel(request: Request, node: Node, app: App) -> Response:
     body = parse_body(CreateTunnelRequest, await read_json(request, node))
+    await check_tunnel_quota(node, app)
     return mint_tunnel(node, app, body)
 
 
-_api_create_tunnel = authenticated(_create_tunnel)
+_api_create_tunnel = app_endpoint(_create_tunnel)
 
 
 async def create_tunnel(request: Request) -> Response:
@@ -61,11 +64,18 @@ async def send_messages(request: Request, node: Node, app: App) -> Response:
                 "too large",
                 f"messages.{index} exceeds max_message_bytes ({max_bytes})",
             )
+    if app.limits.message_quota is not None:  # all of them, or none
+        try:
+            await node.backend.quotas.acquire(app.id, app.limits, len(body.messages))
+        except MessageQuotaExceeded:
+            node.metrics.quota_refusals.labels(app.id, "messages").inc()
+            raise
+    counters = node.usage.of(app.id)
     not_connected: list[str] = []
     for message in body.messages:
-        not_connected.extend(
-            await node.backend.push(app.id, message.to.to_target(), message.payload())
-        )
+        target, payload = message.to.to_target(), message.payload()
+        not_connected.extend(await node.backend.push(app.id, target, payload))
+        count_push(counters, app.id, target, payload, "api")
     return JSONResponse(
         {"accepted": len(body.messages), "not_connected": list(dict.fromkeys(not_connected))}
     )
@@ -106,6 +116,13 @@ async def user_tunnels(request: Request, node: Node, app: App) -> Response:
     return JSONResponse(page_json(page))
 
 
+async def app_tunnels(request: Request, node: Node, app: App) -> Response:
+    """``GET /v1/tunnels``: every tunnel of the app, all pods, a page at a time."""
+    cursor, limit = page_args(request)
+    page = await node.backend.list_app(app.id, cursor, limit)
+    return JSONResponse(page_json(page))
+
+
 async def group_tunnels(request: Request, node: Node, app: App) -> Response:
     cursor, limit = page_args(request)
     page = await node.backend.list_group(app.id, path_id(request, "group"), cursor, limit)
@@ -135,12 +152,13 @@ async def leave_group(request: Request, node: Node, app: App) -> Response:
 
 routes = [
     Route("/v1/tunnels", create_tunnel, methods=["POST"]),
-    Route("/v1/tunnels/{tunnel_id}", authenticated(get_tunnel), methods=["GET"]),
-    Route("/v1/tunnels/{tunnel_id}", authenticated(close_tunnel), methods=["DELETE"]),
-    Route("/v1/messages", authenticated(send_messages), methods=["POST"]),
-    Route("/v1/users/{user_id}/close", authenticated(close_user), methods=["POST"]),
-    Route("/v1/users/{user_id}/tunnels", authenticated(user_tunnels), methods=["GET"]),
-    Route("/v1/groups/{group}/tunnels", authenticated(group_tunnels), methods=["GET"]),
-    Route("/v1/groups/{group}/tunnels/{tunnel_id}", authenticated(join_group), methods=["PUT"]),
-    Route("/v1/groups/{group}/tunnels/{tunnel_id}", authenticated(leave_group), methods=["DELETE"]),
+    Route("/v1/tunnels", app_endpoint(app_tunnels), methods=["GET"]),
+    Route("/v1/tunnels/{tunnel_id}", app_endpoint(get_tunnel), methods=["GET"]),
+    Route("/v1/tunnels/{tunnel_id}", app_endpoint(close_tunnel), methods=["DELETE"]),
+    Route("/v1/messages", app_endpoint(send_messages), methods=["POST"]),
+    Route("/v1/users/{user_id}/close", app_endpoint(close_user), methods=["POST"]),
+    Route("/v1/users/{user_id}/tunnels", app_endpoint(user_tunnels), methods=["GET"]),
+    Route("/v1/groups/{group}/tunnels", app_endpoint(group_tunnels), methods=["GET"]),
+    Route("/v1/groups/{group}/tunnels/{tunnel_id}", app_endpoint(join_group), methods=["PUT"]),
+    Route("/v1/groups/{group}/tunnels/{tunnel_id}", app_endpoint(leave_group), methods=["DELETE"]),
 ]

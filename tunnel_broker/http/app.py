@@ -19,7 +19,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tunnel_broker.errors import BrokerError
-from tunnel_broker.http import api, login, ops, wafer_api, wafer_auth
+from tunnel_broker.http import (
+    admin,
+    admin_usage,
+    api,
+    login,
+    ops,
+    self_service,
+    trace,
+    usage,
+    wafer_api,
+    wafer_auth,
+)
 from tunnel_broker.http.problems import (
     EXCEPTION_HANDLERS,
     internal_error_handler,
@@ -30,7 +41,18 @@ from tunnel_broker.tunnels.connect import ConnectHandler, Receive, Scope, Send
 from tunnel_broker.tunnels.wafer_connect import WaferConnectHandler
 
 CONNECT_PATH = "/v1/connect"
-ROUTES = api.routes + login.routes + ops.routes + wafer_api.routes + wafer_auth.routes
+ROUTES = (
+    api.routes
+    + self_service.routes
+    + trace.routes
+    + usage.routes
+    + login.routes
+    + ops.routes
+    + wafer_api.routes
+    + wafer_auth.routes
+    + admin.routes
+    + admin_usage.routes
+)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 

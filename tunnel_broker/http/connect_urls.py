@@ -1,5 +1,6 @@
-"""Issuing a tunnel: its request checked against the app's limits, its claims signed into
-a connect URL. Business servers (API key) and mini-programs (session) both end here."""
+"""Issuing a tunnel: its request checked against the app's limits (and its tunnel quota),
+its claims signed into a connect URL. Business servers (API key) and mini-programs
+(session) both end here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from starlette.responses import JSONResponse, Response
 
 from tunnel_broker.apps import App
-from tunnel_broker.errors import ApiError
+from tunnel_broker.errors import ApiError, BackendUnavailable, TunnelQuotaExceeded
 from tunnel_broker.http.schemas import CreateTunnelRequest
 from tunnel_broker.node import Node
 from tunnel_broker.timestamps import iso_time
@@ -49,3 +50,23 @@ def mint_tunnel(node: Node, app: App, body: CreateTunnelRequest) -> Response:
         {"tunnel_id": tunnel_id, "connect_url": connect_url, "expires_at": iso_time(expires_at)},
         status_code=201,
     )
+
+
+async def check_tunnel_quota(node: Node, app: App) -> None:
+    """Refuse a new tunnel (429 ``tunnel_quota_exceeded``) of an app that has its
+    ``max_tunnels`` open already, all pods together: a connect URL its client could not
+    use. A look at the count only: the connect's registration is the authority (it
+    refuses 4429 beyond the quota, atomically), so without Redis the URL is issued."""
+    max_tunnels = app.limits.max_tunnels
+    if max_tunnels is None:
+        return
+    try:
+        count = await node.backend.count_app(app.id)
+    except BackendUnavailable:
+        return
+    if count >= max_tunnels:
+        node.metrics.quota_refusals.labels(app.id, "tunnels").inc()
+        raise TunnelQuotaExceeded(
+            f"the app has its max_tunnels ({max_tunnels}) open; "
+            "a tunnel must close before another can connect"
+        )

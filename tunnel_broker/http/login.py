@@ -23,7 +23,7 @@ from starlette.routing import Route
 from tunnel_broker.apps import App
 from tunnel_broker.backend.sessions import Session
 from tunnel_broker.errors import ApiError
-from tunnel_broker.http.connect_urls import mint_tunnel
+from tunnel_broker.http.connect_urls import check_tunnel_quota, mint_tunnel
 from tunnel_broker.http.requests import (
     authenticate,
     charge_login,
@@ -163,6 +163,7 @@ async def log_in(node: Node, app: App, inputs: dict[str, str]) -> LoggedIn:
         limits.session_idle_seconds,
     )
     skey = await node.sessions.create(session, limits.max_sessions_per_openid)
+    node.usage.of(app.id).logins += 1  # usage metering: successful logins only
     userinfo = {"openId": c2s.openid, **({"unionId": unionid} if unionid else {}), **shown}
     return LoggedIn(skey, session, userinfo, iso_time(session.ends_at(now + session.idle_seconds)))
 
@@ -254,6 +255,7 @@ async def create_session_tunnel(request: Request, node: Node) -> Response:
     raw = await read_json(request, node, optional=True)
     body = parse_body(SessionTunnelRequest, raw if raw is not None else {})
     charge_request(node, app)
+    await check_tunnel_quota(node, app)
     return mint_tunnel(
         node,
         app,

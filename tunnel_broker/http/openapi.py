@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from tunnel_broker import __version__
 from tunnel_broker.errors import ERROR_TABLE
+from tunnel_broker.http.openapi_admin import admin_paths, admin_schemas, own_app_paths
 from tunnel_broker.http.schemas import (
     CloseRequest,
     CreateTunnelRequest,
@@ -19,6 +20,8 @@ from tunnel_broker.http.schemas import (
     TunnelPage,
 )
 from tunnel_broker.shapes import ID_SCHEMA
+from tunnel_broker.usage.counters import COUNTS
+from tunnel_broker.usage.deliveries import KEPT
 
 _MODELS = (
     CreateTunnelRequest,
@@ -96,6 +99,74 @@ _CLOSED_COUNT = {
 }
 
 
+_INSTANT = {
+    "type": "string",
+    "anyOf": [{"format": "date-time"}, {"format": "date"}],
+    "description": "An RFC 3339 date-time with an offset, or a date (its midnight, UTC)",
+}
+_USAGE_QUERY = [
+    {"name": "from", "in": "query", "schema": _INSTANT},
+    {"name": "to", "in": "query", "schema": _INSTANT},
+]
+_DELIVERIES_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": KEPT}},
+]
+_COUNT = {"type": "integer", "minimum": 0}
+_USAGE_FIELDS = {
+    **dict.fromkeys(COUNTS, _COUNT),
+    "tunnel_minutes": {"type": "number", "minimum": 0},
+    "peak_tunnels": _COUNT,
+}
+
+
+def _usage_schemas() -> dict[str, Any]:
+    """``GET /v1/usage`` and ``GET /v1/webhooks/deliveries`` (``usage/report.py``,
+    ``usage/deliveries.py``)."""
+    totals = {"type": "object", "required": list(_USAGE_FIELDS), "properties": _USAGE_FIELDS}
+    bucket = {
+        "type": "object",
+        "required": ["hour", *_USAGE_FIELDS],
+        "properties": {"hour": {"type": "string", "format": "date-time"}, **_USAGE_FIELDS},
+    }
+    nullable_int = {"anyOf": [{"type": "integer"}, {"type": "null"}]}
+    delivery = {
+        "type": "object",
+        "required": ["at", "status", "outcome", "latency_ms", "events", "attempt", "error"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "status": nullable_int,
+            "outcome": {"type": "string"},
+            "latency_ms": {"type": "number", "minimum": 0},
+            "events": _COUNT,
+            "attempt": {"type": "integer", "minimum": 1},
+            "error": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    }
+    return {
+        "UsageBucket": bucket,
+        "UsageTotals": totals,
+        "Usage": {
+            "type": "object",
+            "required": ["app_id", "from", "to", "buckets", "totals"],
+            "properties": {
+                "app_id": {"type": "string"},
+                "from": {"type": "string", "format": "date-time"},
+                "to": {"type": "string", "format": "date-time"},
+                "buckets": {"type": "array", "items": _ref("UsageBucket")},
+                "totals": _ref("UsageTotals"),
+            },
+        },
+        "Delivery": delivery,
+        "Deliveries": {
+            "type": "object",
+            "required": ["deliveries"],
+            "properties": {
+                "deliveries": {"type": "array", "items": _ref("Delivery"), "maxItems": KEPT}
+            },
+        },
+    }
+
+
 @lru_cache(maxsize=8)
 def _document(server_url: str) -> dict[str, Any]:
     _, defs = models_json_schema(
@@ -113,6 +184,7 @@ def _document(server_url: str) -> dict[str, Any]:
             "code": {"type": "string", "enum": sorted(ERROR_TABLE)},
         },
     }
+    schemas.update(_usage_schemas())
     membership = {"type": "object"}
     paths = {
         "/v1/tunnels": {
@@ -121,7 +193,12 @@ def _document(server_url: str) -> dict[str, Any]:
                 (201, _ref("CreateTunnelResponse")),
                 "CreateTunnelRequest",
                 errors=(403,),
-            )
+            ),
+            "get": _operation(
+                "The app's tunnels, open or waiting for a resume, all pods",
+                (200, _ref("TunnelPage")),
+                query=_PAGING,
+            ),
         },
         "/v1/tunnels/{tunnel_id}": {
             "get": _operation(
@@ -170,6 +247,23 @@ def _document(server_url: str) -> dict[str, Any]:
             ),
         },
     }
+    paths["/v1/usage"] = {
+        "get": _operation(
+            "This app's usage per hour over a period (default: the last 24 hours)",
+            (200, _ref("Usage")),
+            query=_USAGE_QUERY,
+        )
+    }
+    paths["/v1/webhooks/deliveries"] = {
+        "get": _operation(
+            "This app's recent webhook requests, newest first",
+            (200, _ref("Deliveries")),
+            query=_DELIVERIES_QUERY,
+        )
+    }
+    schemas.update(admin_schemas())
+    paths.update(own_app_paths(_operation))
+    paths.update(admin_paths(_problem_responses, _USAGE_QUERY))
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tunnel Broker API", "version": __version__},
@@ -177,7 +271,14 @@ def _document(server_url: str) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "An app's API key"},
+                "adminKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An operator key (TB_ADMIN_KEYS)",
+                },
+            },
         },
     }
 

@@ -23,6 +23,7 @@ from tunnel_broker.validation import field_errors
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, Node, App], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -52,10 +53,11 @@ def authenticate(request: Request, node: Node) -> App:
     if app is None:
         raise ApiError("invalid_api_key", "no app has this API key", headers=challenge)
     charge_request(node, app)
+    node.usage.of(app.id).api_calls += 1  # usage metering: calls served, not refused ones
     return app
 
 
-def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def authenticated(handler: Handler) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         node = node_of(request)
         return await handler(request, node, authenticate(request, node))
@@ -173,15 +175,21 @@ def path_id(request: Request, name: str) -> str:
         raise ApiError.invalid(name, str(exc), f"{name} is not a valid id") from None
 
 
-def page_args(request: Request) -> tuple[str | None, int]:
-    raw_limit = request.query_params.get("limit", str(DEFAULT_PAGE))
-    # isascii: "²".isdigit() is true, and int() refuses it.
-    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_PAGE:
+def limit_arg(request: Request, default: int, maximum: int) -> int:
+    """The ``limit`` query parameter: an integer from 1 to ``maximum``."""
+    raw = request.query_params.get("limit", str(default))
+    # isascii: "²".isdigit() is true, and int() refuses it; the length bounds int().
+    if not (len(raw) <= 10 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= maximum):
         raise ApiError.invalid(
             "limit",
-            f"integer from 1 to {MAX_PAGE}",
-            f"limit must be an integer from 1 to {MAX_PAGE}",
+            f"integer from 1 to {maximum}",
+            f"limit must be an integer from 1 to {maximum}",
         )
+    return int(raw)
+
+
+def page_args(request: Request) -> tuple[str | None, int]:
+    limit = limit_arg(request, DEFAULT_PAGE, MAX_PAGE)
     cursor = request.query_params.get("cursor")
     if cursor:
         try:
@@ -190,7 +198,7 @@ def page_args(request: Request) -> tuple[str | None, int]:
             raise ApiError.invalid(
                 "cursor", "invalid cursor", "cursor is not one this API returned"
             ) from None
-    return cursor or None, int(raw_limit)
+    return cursor or None, limit
 
 
 def page_json(page: Page) -> dict[str, Any]:

@@ -48,6 +48,7 @@ async def _signed(request: Request, node: Node) -> tuple[App, WaferSettings, Any
     except ApiError as exc:
         raise EnvelopeError(envelope.TOO_LARGE, exc.detail) from None
     opened = envelope.open_request(body, app.wafer.signing_keys, app.wafer.tc_ids)
+    node.usage.of(app.id).api_calls += 1  # usage metering: signed calls, like API-key ones
     return app, app.wafer, opened.value
 
 

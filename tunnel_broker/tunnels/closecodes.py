@@ -24,6 +24,7 @@ class CloseCode(IntEnum):
     TOKEN_EXPIRED = 4408
     REPLACED = 4409
     RESUME_BUFFER_FULL = 4410
+    QUOTA_EXCEEDED = 4429
 
 
 CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
@@ -46,14 +47,20 @@ CLOSE_CODE_EXPLANATIONS: dict[CloseCode, str] = {
         "Reliable protocol: more pushes waited for the client's acknowledgement than the "
         "app's resume buffer holds; the tunnel ended. Connect anew (acknowledge pushes)."
     ),
+    CloseCode.QUOTA_EXCEEDED: (
+        "The app reached a quota: its max_tunnels open (`tunnel_quota`) or its messages "
+        "for the period (`message_quota`). Do not reconnect at once; the business server "
+        "decides when to try again."
+    ),
 }
 
 
 # Closes for abuse: what the client sends after one is not relayed (nor after a
 # rejection, 4403). After any other close (a takeover, a shutdown, the business server's),
 # messages the client sent before it saw the close frame still reach the business
-# server, before ``tunnel.closed``.
-ABUSE_REASONS = frozenset({"rate_limited", "message_too_big"})
+# server, before ``tunnel.closed``. Past the message quota nothing more may be relayed
+# either: the quota refused the first message, and those after it are beyond it too.
+ABUSE_REASONS = frozenset({"rate_limited", "message_too_big", "message_quota"})
 
 _LABELLED = frozenset(int(code) for code in CloseCode) | {1005, 1006}
 

@@ -21,6 +21,7 @@ from tunnel_broker.errors import (
     TokenExpired,
     TokenInvalid,
     TooManyTunnels,
+    TunnelQuotaExceeded,
     UnknownApp,
 )
 from tunnel_broker.node import Node
@@ -137,10 +138,20 @@ class ConnectHandler:
         except TooManyTunnels:
             metrics.connects.labels(app.id, "too_many_tunnels").inc()
             return await _refuse(send, CloseCode.POLICY_VIOLATION, "too_many_tunnels", subprotocol)
+        except TunnelQuotaExceeded:
+            metrics.connects.labels(app.id, "tunnel_quota").inc()
+            metrics.quota_refusals.labels(app.id, "tunnels").inc()
+            return await _refuse(send, CloseCode.QUOTA_EXCEEDED, "tunnel_quota", subprotocol)
         # From now on the socket hands the client's messages to the reader, and pushes
         # are written to it directly (``protocol.py``).
         reader = TunnelReader(
-            tunnel, socket, node.events, node.backend.lease, node.usage, self._inbound
+            tunnel,
+            socket,
+            node.events,
+            node.backend.lease,
+            node.usage,
+            self._inbound,
+            node.backend.quotas,
         )
         socket.consumer = reader
         await send(_accept(subprotocol))
@@ -180,6 +191,8 @@ class ConnectHandler:
         closed = events.closed(tunnel.fragment, tunnel.tunnel_id, code, reason)
         node.events.emit(app, closed, epoch=tunnel.epoch)
         node.metrics.closes.labels(app.id, metric_label(code)).inc()
+        if reason == "message_quota" and code == CloseCode.QUOTA_EXCEEDED:
+            node.metrics.quota_refusals.labels(app.id, "messages").inc()
 
     async def _park(self, tunnel: Tunnel, code: int) -> None:
         """Keep a reliable tunnel whose socket dropped for its app's resume window:
@@ -222,7 +235,8 @@ class ConnectHandler:
 
     async def _refusal(self, app: App) -> tuple[int, str] | None:
         """Why this node cannot take a tunnel of ``app`` now, if it cannot. (The per-user
-        limit is checked later, atomically with the registration.)"""
+        limit and the app's tunnel quota are checked later, atomically with the
+        registration.)"""
         node = self.node
         if node.draining:
             return CloseCode.SERVICE_RESTART, "broker_restarting"

@@ -2,11 +2,13 @@
 the socket hands it over (``protocol.py``), with no task switch per message.
 
 A message is relayed to the business server (an event in the app's queue) unless the
-tunnel is closed for abuse, the message is too big, or the client sends faster than its
-app allows. When a message cannot be relayed *yet* the reader holds the socket instead:
-before the business server approved the tunnel, until the socket this one took over was
-read to its end, while the app's event queue is full (back-pressure: the client waits,
-nothing is dropped), while this pod's lease may have run out. The socket then keeps that
+tunnel is closed for abuse, the message is too big, the client sends faster than its
+app allows, or the app used its message quota (4429). When a message cannot be relayed
+*yet* the reader holds the socket instead: before the business server approved the
+tunnel, until the socket this one took over was read to its end, while the app's event
+queue is full (back-pressure: the client waits, nothing is dropped), while this pod's
+lease may have run out, while the pod reserves more of the app's message quota
+(``backend/allowance.py``: rare, a round trip to Redis). The socket then keeps that
 message and everything after it, unread, until the wait is over; one task waits, and
 the socket resumes where it stopped.
 """
@@ -19,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from time import monotonic
 from typing import Protocol
 
+from tunnel_broker.apps import AppLimits
+from tunnel_broker.tunnels import reliable
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.reliable_tunnel import ReliableTunnel
 from tunnel_broker.tunnels.tunnel import Tunnel
@@ -43,7 +47,28 @@ class Lease(Protocol):
     def renewed(self) -> Awaitable[None]: ...
 
 
+class MessageQuota(Protocol):
+    """The apps' message quotas (``backend.quotas.Quotas``)."""
+
+    def check(self, app_id: str, limits: AppLimits, n: int = 1) -> bool | Awaitable[None]:
+        """True: may go (``take`` it then); False: over the quota; else wait (this never
+        raises) and ask again."""
+        ...
+
+    def take(self, app_id: str, n: int) -> None: ...
+
+
 Inbound = Callable[[Tunnel, str | bytes], str | bytes | None]
+
+
+def _new_message(tunnel: ReliableTunnel, frame: str | bytes) -> bool:
+    """Whether a reliable tunnel's frame is the client's next message (what its
+    ``receive_numbered`` would relay), without changing the tunnel's sequences."""
+    try:
+        parsed = reliable.parse(frame)
+    except reliable.FrameError:
+        return False
+    return parsed.kind == reliable.DATA and parsed.seq == tunnel.sequences.accepted + 1
 
 
 class TunnelReader:
@@ -53,6 +78,7 @@ class TunnelReader:
         "delivery",
         "inbound",
         "lease",
+        "quotas",
         "socket",
         "tunnel",
         "usage",
@@ -66,8 +92,10 @@ class TunnelReader:
         lease: Lease,
         usage: UsageCounters,
         inbound: Inbound,
+        quotas: MessageQuota | None = None,
     ) -> None:
         self.tunnel = tunnel
+        self.quotas = quotas
         self.socket = socket
         self.delivery = delivery  # looked up per message: a reaped pod starts afresh
         self.lease = lease
@@ -139,10 +167,26 @@ class TunnelReader:
         if numbered is None and not tunnel.bucket.take(now):
             tunnel.close(CloseCode.POLICY_VIOLATION, "rate_limited")
             return True
+        # The quota as the app has it now (an operator may change it at run time).
+        limits = (self.delivery.apps.get(app.id) or app).limits
+        quota = limits.message_quota is not None and self.quotas is not None
+        if (  # a reliable tunnel's message is checked before its sequences take it
+            quota
+            and numbered is not None
+            and _new_message(numbered, payload)
+            and not self._admitted(limits)
+        ):
+            return self._waiting is None  # refused (dropped), or held (read again)
         tunnel.last_activity = now
         relayed = self.inbound(tunnel, payload)
         if relayed is None:
             return True
+        if quota:
+            assert self.quotas is not None
+            # The other protocols' frames are read again after a wait, at no cost.
+            if numbered is None and not self._admitted(limits):
+                return self._waiting is None
+            self.quotas.take(app.id, 1)
         counters = self.usage.of(app.id)
         counters.messages_in += 1
         if isinstance(relayed, str) and not relayed.isascii():
@@ -156,6 +200,21 @@ class TunnelReader:
             event, delivered = numbered.numbered_event(relayed)
         queue.emit(event, delivered, tunnel.epoch)
         return True
+
+    def _admitted(self, limits: AppLimits) -> bool:
+        """Whether the app's message quota has this message; if not, the socket holds
+        it (a reservation is under way) or the tunnel closes 4429 (the quota is used up:
+        nothing more of the socket is relayed, ``ABUSE_REASONS``)."""
+        assert self.quotas is not None
+        tunnel = self.tunnel
+        verdict = self.quotas.check(tunnel.app.id, limits, 1)
+        if verdict is True:
+            return True
+        if verdict is False:
+            tunnel.close(CloseCode.QUOTA_EXCEEDED, "message_quota")
+        else:  # a closing socket waits for the reservation itself (it is bounded)
+            self._hold(verdict if tunnel.closing else tunnel.unless_closed(verdict))
+        return False
 
     def _hold(self, wait: Awaitable[None]) -> None:
         """Stop reading until ``wait`` is done: back-pressure, not loss.

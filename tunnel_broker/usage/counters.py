@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from time import monotonic
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from tunnel_broker.webhooks.events import EncodedEvent
 
 
 class Tap(Protocol):
     """Where a traced app's activity is also shown as it happens (the live trace):
     ``AppCounters.tap`` is ``None`` on an app nobody traces, checked once per event."""
 
-    def event(self, app_id: str, event: dict[str, Any]) -> None:
+    def event(self, app_id: str, event: EncodedEvent) -> None:
         """A webhook event as it is emitted (connected, message, closed)."""
 
     def push(self, app_id: str, target: Any, payload: str | bytes, via: str) -> None:

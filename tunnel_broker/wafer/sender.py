@@ -20,6 +20,7 @@ from tunnel_broker.apps import App
 from tunnel_broker.backoff import Backoff
 from tunnel_broker.errors import BodyTooLarge, WebhookHttpError
 from tunnel_broker.metrics import Metrics
+from tunnel_broker.usage.deliveries import DeliveryRecorder
 from tunnel_broker.wafer.events import legacy_event
 from tunnel_broker.webhooks.events import EncodedEvent
 from tunnel_broker.webhooks.http_client import WebhookClient
@@ -27,6 +28,15 @@ from tunnel_broker.webhooks.http_client import WebhookClient
 logger = logging.getLogger("tunnel_broker.wafer")
 
 MAX_REPLY_BYTES = 64 * 1024
+# What a failed attempt's record says (``usage/deliveries.py``): never the URL or body.
+_ERRORS = {
+    "invalid_url": "receiveUrl is not on one of the app's business hosts",
+    "timeout": "no answer within the timeout",
+    "bad_reply": "the reply is too large or not JSON",
+    "network_error": "no complete HTTP answer",
+    "http_error": "not a 2xx answer",
+    "refused": "the reply's code is not 0",
+}
 TUNNELS_AT_ONCE = 16  # per batch: a batch of many tunnels' events is not sent one by one
 
 
@@ -37,11 +47,13 @@ class WaferEventSender:
         http: WebhookClient,
         metrics: Metrics,
         backoff: Backoff,
+        recorder: DeliveryRecorder,
     ) -> None:
         self.app_of = app_of
         self.http = http
         self.metrics = metrics
         self.backoff = backoff
+        self.recorder = recorder  # each attempt: the app's usage and recent deliveries
 
     async def send(self, app_id: str, events: list[EncodedEvent]) -> None:
         """Deliver every event; each tunnel's in order, tunnels side by side."""
@@ -69,7 +81,19 @@ class WaferEventSender:
             request = legacy_event(event, app.wafer.signing_keys[0])
             url = app.wafer.receive_url(request.receive_url)
             started = time.perf_counter()
-            outcome = "invalid_url" if url is None else await self._post(app, url, request.body)
+            if url is None:
+                outcome, status = "invalid_url", None
+            else:
+                outcome, status = await self._post(app, url, request.body)
+            self.recorder.attempt(
+                app_id,
+                started=started,
+                attempt=attempt + 1,
+                events=1,
+                outcome=outcome,
+                status=status,
+                error=None if outcome == "ok" else _ERRORS.get(outcome, outcome),
+            )
             if outcome == "ok":
                 self.metrics.webhook_latency.labels(app_id).observe(time.perf_counter() - started)
                 self.metrics.webhook_requests.labels(app_id, "ok").inc()
@@ -89,7 +113,8 @@ class WaferEventSender:
             )
             await asyncio.sleep(delay)
 
-    async def _post(self, app: App, url: str, body: bytes) -> str:
+    async def _post(self, app: App, url: str, body: bytes) -> tuple[str, int | None]:
+        """One attempt: (its outcome, the HTTP status if an answer came)."""
         try:
             response = await self.http.post(
                 url,
@@ -99,19 +124,20 @@ class WaferEventSender:
                 max_body=MAX_REPLY_BYTES,
             )
         except TimeoutError:
-            return "timeout"
-        except BodyTooLarge:
-            return "bad_reply"
+            return "timeout", None
+        except BodyTooLarge as exc:
+            return "bad_reply", exc.status
         except WebhookHttpError:
-            return "network_error"
-        if not 200 <= response.status < 300:
-            return "http_error"
+            return "network_error", None
+        status = response.status
+        if not 200 <= status < 300:
+            return "http_error", status
         if not response.body.strip():
-            return "ok"
+            return "ok", status
         try:
             reply = json.loads(response.body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            return "bad_reply"
+            return "bad_reply", status
         if isinstance(reply, dict) and reply.get("code") == 0:
-            return "ok"
-        return "refused"
+            return "ok", status
+        return "refused", status

@@ -2,7 +2,9 @@
 
 Validation is per action: one malformed action is logged and skipped, the others are
 still carried out in order, so a receiver bug degrades one reply instead of all. Actions
-go through the backend like API calls do, so a reply reaches a tunnel wherever it is.
+go through the backend like API calls do, so a reply reaches a tunnel wherever it is; a
+``send`` counts against the app's message quota as a push does (refused past it: logged
+and counted as a bad action).
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from tunnel_broker.apps import App
 from tunnel_broker.backend.base import Backend
-from tunnel_broker.errors import ActionError, BackendUnavailable, TooManyGroups
+from tunnel_broker.errors import (
+    ActionError,
+    BackendUnavailable,
+    MessageQuotaExceeded,
+    TooManyGroups,
+)
 from tunnel_broker.logs import LogThrottle
 from tunnel_broker.metrics import Metrics
 from tunnel_broker.shapes import (
@@ -29,6 +36,7 @@ from tunnel_broker.shapes import (
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.hub import Hub
+from tunnel_broker.usage.pushes import count_push
 from tunnel_broker.validation import describe
 from tunnel_broker.webhooks.events import EncodedEvent
 
@@ -120,7 +128,7 @@ class ActionRunner:
             try:
                 reply = _plain_text_reply(raw)
                 if reply is not None:
-                    await self.backend.push(app.id, Target.tunnel(reply[0]), reply[1])
+                    await self._send(app, Target.tunnel(reply[0]), reply[1])
                     continue
                 action = _action_adapter.validate_python(raw)
                 await self._run_one(app, events, action)
@@ -128,8 +136,20 @@ class ActionRunner:
                 self._failed(app, "app %s: webhook action #%d is invalid: %s", index, describe(exc))
             except (ActionError, TooManyGroups) as exc:
                 self._failed(app, "app %s: webhook action #%d skipped: %s", index, exc)
+            except MessageQuotaExceeded as exc:
+                if self.metrics is not None:
+                    self.metrics.quota_refusals.labels(app.id, "messages").inc()
+                self._failed(app, "app %s: webhook action #%d refused: %s", index, exc)
             except BackendUnavailable:
                 self._failed(app, "app %s: webhook action #%d failed: %s", index, "backend down")
+
+    async def _send(self, app: App, target: Target, payload: str | bytes) -> None:
+        """A reply's message: within the app's message quota, counted once."""
+        limits = app.limits
+        if limits.message_quota is not None:
+            await self.backend.quotas.acquire(app.id, limits, 1)
+        await self.backend.push(app.id, target, payload)
+        count_push(self.hub.usage.of(app.id), app.id, target, payload, "reply")
 
     def _failed(self, app: App, message: str, index: int, why: object) -> None:
         if self.metrics is not None:
@@ -145,7 +165,7 @@ class ActionRunner:
                 if action.to is not None
                 else Target.tunnel(default_tunnel(events, action.event_id))
             )
-            await self.backend.push(app.id, target, action.payload())
+            await self._send(app, target, action.payload())
             return
         tunnel_id = action.tunnel_id or default_tunnel(events, action.event_id)
         if isinstance(action, CloseAction):

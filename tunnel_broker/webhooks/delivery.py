@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tunnel_broker.apps import App, AppRegistry
+from tunnel_broker.usage.counters import UsageCounters
 from tunnel_broker.wafer.events import is_wafer_tunnel
 from tunnel_broker.webhooks.batching import EventBuffer, OnDelivered, Pending, new_epoch
 from tunnel_broker.webhooks.events import EncodedEvent
@@ -35,6 +36,7 @@ class AppEventQueue:
     def __init__(self, delivery: EventDelivery, app: App) -> None:
         self.delivery = delivery
         self.app_id = app.id
+        self.counters = delivery.usage.of(app.id)
         limits = app.limits
         self.buffer = EventBuffer(
             concurrency=limits.webhook_concurrency,
@@ -75,6 +77,9 @@ class AppEventQueue:
         """Queue an event of ``epoch`` (``batching.py``); always accepted (see
         ``EventBuffer.push``)."""
         buffer = self.buffer
+        tap = self.counters.tap
+        if tap is not None:  # the live trace
+            tap.event(self.app_id, event)
         pending = Pending(event, on_delivered, self.loop.time(), epoch)
         buffer.push(pending)
         self.idle.clear()
@@ -216,10 +221,17 @@ class AppEventQueue:
 class EventDelivery:
     """Every app's event queue, created on an app's first event."""
 
-    def __init__(self, apps: AppRegistry, sender: WebhookSender, on_actions: ActionHandler) -> None:
+    def __init__(
+        self,
+        apps: AppRegistry,
+        sender: WebhookSender,
+        on_actions: ActionHandler,
+        usage: UsageCounters | None = None,
+    ) -> None:
         self.apps = apps
         self.sender = sender
         self.on_actions = on_actions
+        self.usage = usage or UsageCounters()  # whose ``tap`` sees every event emitted
         # Set by a backend that keeps events (``store.py``) before the first queue.
         self.store: EventStore | None = None
         self._queues: dict[str, AppEventQueue] = {}

@@ -20,6 +20,8 @@ from tunnel_broker.backoff import Backoff, parse_retry_after
 from tunnel_broker.errors import BodyTooLarge, WebhookHttpError
 from tunnel_broker.logs import LogThrottle
 from tunnel_broker.metrics import Metrics
+from tunnel_broker.usage.counters import UsageCounters
+from tunnel_broker.usage.deliveries import DeliveryRecorder, MemoryDeliveryLog
 from tunnel_broker.wafer.events import is_wafer_tunnel
 from tunnel_broker.wafer.sender import WaferEventSender
 from tunnel_broker.webhooks.events import EncodedEvent, batch_body, new_id
@@ -34,10 +36,17 @@ MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
 class _Failure(Exception):
-    def __init__(self, outcome: str, detail: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        outcome: str,
+        detail: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.outcome = outcome
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, if an answer came
 
 
 class WebhookSender:
@@ -49,15 +58,18 @@ class WebhookSender:
         # A receiver may ask for longer pauses than our own backoff would take, but not
         # for more than ten minutes: past that it is more likely a bug than a plan.
         retry_after_limit: float = 600.0,
+        recorder: DeliveryRecorder | None = None,
     ) -> None:
         self.apps = apps
         self.metrics = metrics
         self.backoff = backoff or Backoff()
         self.retry_after_limit = retry_after_limit
+        # Every attempt's outcome: the app's usage counts and recent deliveries.
+        self.recorder = recorder or DeliveryRecorder(UsageCounters(), MemoryDeliveryLog())
         self.http = WebhookClient(USER_AGENT)
         self._metric_children: dict[str, tuple[Any, Any, Any]] = {}
         self._signers: dict[str, tuple[tuple[str, ...], WebhookSigner]] = {}
-        self.wafer = WaferEventSender(apps.get, self.http, metrics, self.backoff)
+        self.wafer = WaferEventSender(apps.get, self.http, metrics, self.backoff, self.recorder)
 
     def _ok_metrics(self, app_id: str) -> tuple[Any, Any, Any]:
         """The labelled metrics of a successful request, looked up once per app:
@@ -117,7 +129,7 @@ class WebhookSender:
             started = time.perf_counter()
             try:
                 try:
-                    actions = await self._post(app, msg_id, body)
+                    status, actions = await self._post(app, msg_id, body)
                 except _Failure:
                     raise
                 except Exception as exc:
@@ -127,6 +139,15 @@ class WebhookSender:
                     raise _Failure("internal_error", type(exc).__name__) from exc
             except _Failure as failure:
                 attempt += 1
+                self.recorder.attempt(
+                    app_id,
+                    started=started,
+                    attempt=attempt,
+                    events=len(events),
+                    outcome=failure.outcome,
+                    status=failure.status,
+                    error=str(failure),
+                )
                 self.metrics.webhook_requests.labels(app_id, failure.outcome).inc()
                 self.metrics.webhook_retries.labels(app_id).inc()
                 delay = failure.retry_after
@@ -142,13 +163,17 @@ class WebhookSender:
                 )
                 await asyncio.sleep(delay)
                 continue
+            self.recorder.attempt(
+                app_id, started=started, attempt=attempt + 1, events=len(events), status=status
+            )
             latency, ok, delivered = self._ok_metrics(app_id)
             latency.observe(time.perf_counter() - started)
             ok.inc()
             delivered.inc(len(events))
             return actions
 
-    async def _post(self, app: App, msg_id: str, body: bytes) -> list[dict[str, Any]]:
+    async def _post(self, app: App, msg_id: str, body: bytes) -> tuple[int, list[dict[str, Any]]]:
+        """POST one attempt; (the HTTP status, the reply's actions), or ``_Failure``."""
         headers = self._signer(app).headers(msg_id, int(time.time()), body)
         headers["content-type"] = "application/json"
         try:
@@ -164,16 +189,18 @@ class WebhookSender:
         except BodyTooLarge as exc:
             if 200 <= exc.status < 300:
                 self._bad_reply(app.id, str(exc))
-                return []
-            raise _Failure("http_error", f"HTTP {exc.status} with {exc}") from None
+                return exc.status, []
+            raise _Failure(
+                "http_error", f"HTTP {exc.status} with {exc}", None, exc.status
+            ) from None
         except WebhookHttpError as exc:
             raise _Failure("network_error", str(exc)) from None
         if not 200 <= response.status < 300:
             retry_after = parse_retry_after(
                 response.headers.get("retry-after"), time.time(), self.retry_after_limit
             )
-            raise _Failure("http_error", f"HTTP {response.status}", retry_after)
-        return self._actions_of(app.id, response.body)
+            raise _Failure("http_error", f"HTTP {response.status}", retry_after, response.status)
+        return response.status, self._actions_of(app.id, response.body)
 
     def _actions_of(self, app_id: str, content: bytes) -> list[dict[str, Any]]:
         if not content.strip():

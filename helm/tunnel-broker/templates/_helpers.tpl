@@ -70,7 +70,7 @@ the sentinel topology (its URL only carries the master's credentials and is opti
 
 {{/* "true" when the chart's own Secret has something to hold. */}}
 {{- define "tunnel-broker.ownSecret" -}}
-{{- if or (and .Values.auth.secretKey (not .Values.auth.existingSecret)) (and .Values.redis.url (not .Values.redis.existingSecret)) (and (include "tunnel-broker.sentinelPassword" .) (not .Values.redis.sentinel.existingSecret)) (and .Values.apps.items (not .Values.apps.existingSecret)) }}true{{ end }}
+{{- if or (and .Values.auth.secretKey (not .Values.auth.existingSecret)) (and .Values.redis.url (not .Values.redis.existingSecret)) (and (include "tunnel-broker.sentinelPassword" .) (not .Values.redis.sentinel.existingSecret)) (and .Values.apps.items (not .Values.apps.existingSecret)) (and .Values.admin.keys (not .Values.admin.existingSecret)) }}true{{ end }}
 {{- end }}
 
 {{/* Where the pods' Redis is, for NOTES.txt: never credentials. */}}
@@ -96,6 +96,20 @@ the sentinel topology (its URL only carries the master's credentials and is opti
 
 {{- define "tunnel-broker.appsMountPath" -}}
 /etc/tunnel-broker/apps
+{{- end }}
+
+{{/* "true" when the pods get operator keys (TB_ADMIN_KEYS): the admin API is on. */}}
+{{- define "tunnel-broker.hasAdmin" -}}
+{{- if or .Values.admin.keys .Values.admin.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* admin.keys as TB_ADMIN_KEYS says them: name:key, comma-separated. */}}
+{{- define "tunnel-broker.adminKeys" -}}
+{{- $pairs := list }}
+{{- range .Values.admin.keys }}
+{{- $pairs = append $pairs (printf "%s:%s" (toString (get . "name")) (toString (get . "key"))) }}
+{{- end }}
+{{- join "," $pairs }}
 {{- end }}
 
 {{/*
@@ -151,6 +165,7 @@ too, so CI catches the mistake before an install does.
 {{- fail "autoscaling.enabled needs Redis: set redis.url or redis.existingSecret, or redis.topology=sentinel with redis.sentinel.addresses" }}
 {{- end }}
 {{- include "tunnel-broker.validateRedis" . }}
+{{- include "tunnel-broker.validateAdmin" . }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
@@ -205,5 +220,42 @@ the schema checks the same, this covers installs that skip it and what it cannot
 {{- end }}
 {{- if and (ne $topology "standalone") .Values.redis.url (not .Values.redis.existingSecret) (not (regexMatch `^rediss?://` .Values.redis.url)) }}
 {{- fail (printf "redis.url: the %s topology needs a redis:// or rediss:// URL" $topology) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Operator keys, as the broker will read them (OperatorKeys.parse): the schema checks each
+pair, this covers installs that skip it and what it cannot say (a name twice, or one key
+under two names: the audit log would blame the wrong operator). Keys are never printed.
+*/}}
+{{- define "tunnel-broker.validateAdmin" -}}
+{{- $namePattern := `^[A-Za-z0-9_.@-]{1,64}$` }}
+{{- $keyPattern := `^[^\t-\r\x1c-\x20\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000},]{32,}$` }}
+{{- $keys := .Values.admin.keys | default list }}
+{{- if not (kindIs "slice" $keys) }}
+{{- fail "admin.keys: expected a list of {name, key}" }}
+{{- end }}
+{{- $names := dict }}
+{{- $owners := dict }}
+{{- range $i, $pair := $keys }}
+{{- if not (kindIs "map" $pair) }}
+{{- fail (printf "admin.keys[%d]: expected {name, key}" $i) }}
+{{- end }}
+{{- $name := toString (get $pair "name") }}
+{{- $key := toString (get $pair "key") }}
+{{- if not (regexMatch $namePattern $name) }}
+{{- fail (printf "admin.keys[%d].name: %q is not an operator name (1 to 64 letters, digits, _ . @ -)" $i $name) }}
+{{- end }}
+{{- if not (regexMatch $keyPattern $key) }}
+{{- fail (printf "admin.keys[%d] (%s): the key needs 32 or more characters, none of them white space or a comma (openssl rand -base64 33)" $i $name) }}
+{{- end }}
+{{- if hasKey $names $name }}
+{{- fail (printf "admin.keys: operator name %q appears twice; give each operator a name of its own (the audit log records it)" $name) }}
+{{- end }}
+{{- if hasKey $owners $key }}
+{{- fail (printf "admin.keys: %s and %s have the same key; give each operator a key of its own" (get $owners $key) $name) }}
+{{- end }}
+{{- $_ := set $names $name true }}
+{{- $_ := set $owners $key $name }}
 {{- end }}
 {{- end }}

@@ -82,3 +82,68 @@ class SyncAppStore:
 
     def close(self) -> None:
         self.client.close()
+
+
+# An admin change: the app is written only if it is still what the caller read (another
+# operator's change meanwhile is not overwritten), and its audit entry in the same step.
+# ARGV: app id, expected JSON ("" = must not exist), new JSON ("" = delete), audit
+# entry, audit length.
+_CHANGE_APP = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then
+  if current then return 'exists' end
+elseif not current then
+  return 'missing'
+elseif current ~= ARGV[2] then
+  return 'changed'
+end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+redis.call('LPUSH', KEYS[2], ARGV[4])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+return 'ok'
+"""
+
+
+async def change_app(
+    client: Any,
+    topology: RedisTopology,
+    app_id: str,
+    expected: str | None,
+    new: App | None,
+    audit_entry: str,
+    audit_length: int,
+) -> str:
+    """Write (or with ``new`` None delete) an app if its stored JSON is still
+    ``expected`` as read (None: it must not exist), with its audit entry, and tell every
+    pod. Returns ``ok``, ``exists``, ``missing`` or ``changed``."""
+    expected_json = "" if expected is None else expected
+    outcome = str(
+        await client.eval(
+            _CHANGE_APP,
+            2,
+            keys.APPS,
+            keys.AUDIT,
+            app_id,
+            expected_json,
+            "" if new is None else _dump(new),
+            audit_entry,
+            audit_length,
+        )
+    )
+    if outcome == "ok":
+        await topology.publish(client, keys.APPS_CHANGED, "{}")
+    return outcome
+
+
+async def stored_app(client: Any, app_id: str) -> tuple[App, str] | None:
+    """An app and its stored JSON as read (what ``change_app`` compares)."""
+    value = await client.hget(keys.APPS, app_id)
+    return None if value is None else (_load({app_id: value})[0], str(value))
+
+
+async def audit_entries(client: Any, limit: int) -> list[str]:
+    return [str(v) for v in await client.lrange(keys.AUDIT, 0, limit - 1)]

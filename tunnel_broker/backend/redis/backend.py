@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,10 +30,8 @@ from tunnel_broker.apps import App
 from tunnel_broker.backend.base import (
     Backend,
     Lease,
-    Page,
     TooManyGroups,
     TooManyTunnels,
-    TunnelRecord,
 )
 from tunnel_broker.backend.redis import keys, routing
 from tunnel_broker.backend.redis.adoption import Adoption
@@ -50,6 +49,8 @@ from tunnel_broker.backend.redis.messages import (
     encode,
 )
 from tunnel_broker.backend.redis.order import EventOrder
+from tunnel_broker.backend.redis.presence import Presence
+from tunnel_broker.backend.redis.quotas import RedisQuotas
 from tunnel_broker.backend.redis.reach import PublishReach
 from tunnel_broker.backend.redis.registry import TunnelRegistry
 from tunnel_broker.backend.redis.rejoin import Rejoin
@@ -61,7 +62,7 @@ from tunnel_broker.backend.redis.topology import RedisTopology
 from tunnel_broker.backend.redis.unrecorded import UnrecordedCloses
 from tunnel_broker.backend.redis.upkeep import Upkeep
 from tunnel_broker.backend.sessions import SessionStore
-from tunnel_broker.errors import BackendUnavailable
+from tunnel_broker.errors import BackendUnavailable, TunnelQuotaExceeded
 from tunnel_broker.metrics import SharedStateHealth
 from tunnel_broker.targets import Target
 from tunnel_broker.tunnels.closecodes import CloseCode
@@ -76,7 +77,7 @@ logger = logging.getLogger("tunnel_broker.backend.redis")
 Hook = Callable[[], Coroutine[Any, Any, None]]
 
 
-class RedisBackend(Backend):
+class RedisBackend(Presence, Backend):
     name = "redis"
 
     def __init__(
@@ -88,6 +89,8 @@ class RedisBackend(Backend):
         lease_seconds: float = 15.0,
         durable_events: bool = True,
         max_stored_bytes: Callable[[str], int] = lambda app_id: 256 * 1024**2,
+        usage_retention_seconds: int = 35 * 86400,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.hub = hub
         self.node_id = node_id
@@ -100,7 +103,8 @@ class RedisBackend(Backend):
         self.subscription = Subscription(
             self.topology, node_id, self.health, max(1.0, lease_seconds / 3)
         )
-        self.registry = TunnelRegistry(self.redis, node_id)
+        self.registry = TunnelRegistry(self.redis, node_id, clock, usage_retention_seconds)
+        self.quotas: RedisQuotas = RedisQuotas(self.redis, self.health, node_id, clock)
         self.leases = NodeLeases(
             self.redis,
             lease_client,
@@ -161,6 +165,7 @@ class RedisBackend(Backend):
             ),
             loop.create_task(self.order.run(), name="redis-event-order"),
         ]
+        self.quotas.start()
         if self.health.healthy:
             with contextlib.suppress(TimeoutError):
                 subscribed = self.subscription.subscribed.wait()
@@ -177,6 +182,7 @@ class RedisBackend(Backend):
                 await task
         if self.health.healthy:
             await self.unrecorded.record_all()
+        await self.quotas.stop()  # what it used reported, what it held given back
         await self.order.stop()
         await self.resumes.stop()
         await self.journal.stop()
@@ -271,17 +277,16 @@ class RedisBackend(Backend):
         if isinstance(tunnel, ReliableTunnel):  # numbered by Redis from the first push on
             tunnel.shared = self.sequences
         here = self.hub.get(app_id, tunnel.tunnel_id) is not None
-        limit = 0 if here else tunnel.app.limits.max_tunnels_per_user
+        limits = tunnel.app.limits
+        limit = 0 if here else limits.max_tunnels_per_user
+        app_limit = 0 if here else limits.max_tunnels or 0
         try:
             written = await self.health.call(
-                self.registry.write(tunnel, self.conn(tunnel), limit, here)
+                self.registry.write(tunnel, self.conn(tunnel), limit, here, app_limit)
             )
-        except BackendUnavailable:
+        except (BackendUnavailable, TooManyTunnels, TunnelQuotaExceeded):
             self._conns.pop(tunnel, None)
             raise
-        if written is None:
-            self._conns.pop(tunnel, None)
-            raise TooManyTunnels(tunnel.user_id)
         self.unrecorded.began(tunnel, self.conn(tunnel), written.life)
         took_over_here = self.hub.attach(tunnel) is not None
         self.order.attached(app_id, tunnel.tunnel_id, tunnel.epoch, written.owed)
@@ -384,14 +389,3 @@ class RedisBackend(Backend):
 
     async def leave(self, app_id: str, tunnel_id: str, group: str) -> bool:
         return await self._change_membership(app_id, tunnel_id, group, join=False)
-
-    async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None:
-        return await self.health.call(self.registry.get(app_id, tunnel_id))
-
-    async def list_user(self, app_id: str, user_id: str, cursor: str | None, limit: int) -> Page:
-        index = keys.user_index(app_id, user_id)
-        return await self.health.call(self.registry.page(app_id, index, cursor, limit))
-
-    async def list_group(self, app_id: str, group: str, cursor: str | None, limit: int) -> Page:
-        index = keys.group_index(app_id, group)
-        return await self.health.call(self.registry.page(app_id, index, cursor, limit))

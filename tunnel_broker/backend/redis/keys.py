@@ -44,6 +44,37 @@ def journal_bytes(app_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:jb"
 
 
+def usage(app_id: str, hour: str) -> str:
+    """Hash of an app's usage in one UTC hour (``hour``: ``YYYYMMDDHH``): a field per
+    count, ``tunnel_ms``, and ``peak_tunnels`` (``usage/redis_store.py``)."""
+    return f"{PREFIX}:{{{app_id}}}:usage:{hour}"
+
+
+def usage_applied(app_id: str, node_id: str) -> str:
+    """The token of the last usage batch a pod added to the app's buckets: a batch sent
+    again after a lost answer is not added twice."""
+    return f"{PREFIX}:{{{app_id}}}:usage-applied:{node_id}"
+
+
+def deliveries(app_id: str) -> str:
+    """List of the app's recent webhook deliveries, newest first, capped."""
+    return f"{PREFIX}:{{{app_id}}}:deliveries"
+
+
+def app_index(app_id: str) -> str:
+    """Sorted set (all scores 0, ordered by id) of the app's tunnels with a record, open
+    or waiting for a resume, all pods together: the ``max_tunnels`` quota counts it, the
+    console pages through it. Changed only by the scripts that write and remove records."""
+    return f"{PREFIX}:{{{app_id}}}:a"
+
+
+def message_quota(app_id: str, period: str) -> str:
+    """Hash of an app's message quota in one period (``usage/periods.py``): ``used``,
+    and per pod ``h:<pod>`` (allowance reserved and not yet used) and ``e:<pod>``
+    (when that reservation lapses, Redis time in ms). ``backend/allowance.py``."""
+    return f"{PREFIX}:{{{app_id}}}:mq:{period}"
+
+
 def user_index(app_id: str, user_id: str) -> str:
     return f"{PREFIX}:{{{app_id}}}:u:{user_id}"
 
@@ -70,11 +101,30 @@ def node_reaped(node_id: str) -> str:
 JOURNALS = f"{PREFIX}:journals"  # set of ``app_id <NUL> node id`` with a journal
 NODES = f"{PREFIX}:nodes"  # sorted set: node id -> lease expiry (unix seconds)
 APPS = f"{PREFIX}:apps"  # hash: app id -> app JSON
+# list of audit entries, newest first; tagged with the apps hash's own name so that a
+# change and its entry are written by one script, even on a cluster
+AUDIT = f"{{{PREFIX}:apps}}:audit"
+USAGE_APPS = f"{PREFIX}:usage-apps"  # set of the apps with usage buckets
 SECRET_KEY = f"{PREFIX}:secret-key"
 REAP_LOCK = f"{PREFIX}:reap-lock:"
 # sorted set: ``app NUL tunnel NUL conn`` of reliable tunnels whose pod died -> the end of
 # their resume window (unix seconds): a resume takes them over, else they end then
 PARKED = f"{PREFIX}:parked"
+
+
+def trace(app_id: str) -> str:
+    """Stream of the app's live-trace records, capped (``trace/redis_relay.py``)."""
+    return f"{PREFIX}:{{{app_id}}}:trace"
+
+
+def tracing(app_id: str) -> str:
+    """Set, with a short expiry, while some pod has a watcher of the app's trace."""
+    return f"{PREFIX}:{{{app_id}}}:tracing"
+
+
+def node_status(node_id: str) -> str:
+    """Hash a pod keeps current for the operator (``admin/pods.py``): ready, tunnels."""
+    return f"{PREFIX}:{{node:{node_id}}}:status"
 
 
 def node_channel(node_id: str) -> str:

@@ -1,8 +1,9 @@
 """Tunnel records and their user and group indexes in Redis.
 
 A record (hash ``tb:{app}:t:{tunnel}``) says which pod and which connection hold a tunnel,
-with what the presence API returns; sorted sets index it by user and by group, and a set
-per pod lists what to clean up if that pod dies. The Lua scripts (``scripts.py``) change a
+with what the presence API returns; sorted sets index it by user, by group and by app (the
+``max_tunnels`` quota counts the app's), and a set per pod lists what to clean up if that
+pod dies. The Lua scripts (``scripts.py``) change a
 record and its indexes in one step. Every call here may raise ``RedisError``; callers
 route it through ``RedisHealth``.
 """
@@ -10,6 +11,8 @@ route it through ``RedisHealth``.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +20,17 @@ import redis.asyncio as aioredis
 
 from tunnel_broker.backend.base import Page, TunnelRecord
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.scripts import ATTACH, DETACH, MEMBERSHIP, PARK, SETTLE
+from tunnel_broker.backend.redis.scripts import (
+    ATTACH,
+    DETACH,
+    MEMBERSHIP,
+    PARK,
+    PRUNE_INDEX,
+    SETTLE,
+)
+from tunnel_broker.errors import TooManyTunnels, TunnelQuotaExceeded
 from tunnel_broker.tunnels.tunnel import Tunnel
+from tunnel_broker.usage.periods import hour_name
 
 
 def texts(values: Any) -> list[str]:
@@ -78,21 +90,36 @@ class Holder:
     resume_window: float = 0.0  # a reliable tunnel's: it waits that long for a resume
 
 
+PRUNE_SECONDS = 60.0
+
+
 class TunnelRegistry:
-    def __init__(self, client: aioredis.Redis, node_id: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+        usage_retention_seconds: int = 35 * 86400,
+    ) -> None:
         self.redis = client
         self.node_id = node_id
+        # The hour whose usage bucket a change's peak goes in, and how long buckets last.
+        self.clock = clock
+        self.usage_retention_seconds = usage_retention_seconds
         self._attach = client.register_script(ATTACH)
         self._park = client.register_script(PARK)
         self._detach = client.register_script(DETACH)
         self._membership = client.register_script(MEMBERSHIP)
         self._settle = client.register_script(SETTLE)
+        self._prune_index = client.register_script(PRUNE_INDEX)
+        self._pruned: dict[str, float] = {}  # app -> when its index was last pruned
 
     async def write(
-        self, tunnel: Tunnel, conn: str, limit: int = 0, here: bool = True
-    ) -> Written | None:
-        """Record ``tunnel`` as held by this pod's connection ``conn``; None when a new
-        tunnel would exceed the user's ``limit`` (0: no check). ``here``: the tunnel has
+        self, tunnel: Tunnel, conn: str, limit: int = 0, here: bool = True, app_limit: int = 0
+    ) -> Written:
+        """Record ``tunnel`` as held by this pod's connection ``conn``. A new tunnel
+        that would exceed the user's ``limit`` raises ``TooManyTunnels``, the app's
+        ``app_limit`` ``TunnelQuotaExceeded`` (0: no check). ``here``: the tunnel has
         another socket open on this pod (or this is it), which ``conn`` continues."""
         app_id = tunnel.app.id
         # Listed before recorded (two calls: the list is the pod's, in another slot): a
@@ -101,6 +128,30 @@ class TunnelRegistry:
         listing = keys.node_tunnels(self.node_id)
         member = keys.member(app_id, tunnel.tunnel_id)
         await self.redis.sadd(listing, member)
+        result = await self._write(tunnel, conn, limit, here, app_limit)
+        if result[0] == "!app" and await self._prune(app_id):
+            result = await self._write(tunnel, conn, limit, here, app_limit)
+        if result[0] in ("!", "!app"):
+            await self.redis.srem(listing, member)  # refused: a new tunnel, listed by us
+            if result[0] == "!":
+                raise TooManyTunnels(tunnel.user_id)
+            raise TunnelQuotaExceeded(f"app {app_id} has its {app_limit} tunnels open")
+        old_node, old_conn, merged, owed, life, sent, accepted, sequences = result
+        return Written(
+            str(old_node),
+            str(old_conn),
+            list(json.loads(merged)),
+            texts(json.loads(owed)),
+            str(life),
+            int(sent),
+            int(accepted),
+            str(sequences),
+        )
+
+    async def _write(
+        self, tunnel: Tunnel, conn: str, limit: int, here: bool, app_limit: int
+    ) -> list[Any]:
+        app_id = tunnel.app.id
         result: list[Any] = await self._attach(
             keys=[
                 keys.tunnel(app_id, tunnel.tunnel_id),
@@ -108,6 +159,8 @@ class TunnelRegistry:
                 keys.owed(app_id, tunnel.tunnel_id),
                 keys.resume_state(app_id, tunnel.tunnel_id),
                 keys.resume_buffer(app_id, tunnel.tunnel_id),
+                keys.app_index(app_id),
+                keys.usage(app_id, hour_name(self.clock())),
             ],
             args=[
                 self.node_id,
@@ -125,22 +178,29 @@ class TunnelRegistry:
                 "1" if tunnel.resume_after is not None else "0",
                 tunnel.app.limits.resume_buffer_messages,
                 tunnel.app.limits.resume_window_seconds,
+                app_limit,
+                self.usage_retention_seconds,
             ],
         )
-        if result[0] == "!":
-            await self.redis.srem(listing, member)  # refused: a new tunnel, listed by us
-            return None
-        old_node, old_conn, merged, owed, life, sent, accepted, sequences = result
-        return Written(
-            str(old_node),
-            str(old_conn),
-            list(json.loads(merged)),
-            texts(json.loads(owed)),
-            str(life),
-            int(sent),
-            int(accepted),
-            str(sequences),
-        )
+        return result
+
+    async def _prune(self, app_id: str) -> bool:
+        """Drop entries of the app's index that name no record; whether there were any.
+        Scripts keep the two together, but pods of a release without the index (during
+        a rolling upgrade) remove records without their entries: at the quota, such an
+        entry would hold a place for good. Looked for at most once a minute per app."""
+        now = time.monotonic()
+        if now - self._pruned.get(app_id, -PRUNE_SECONDS) < PRUNE_SECONDS:
+            return False
+        self._pruned[app_id] = now
+        index = keys.app_index(app_id)
+        ids = texts(await self.redis.zrange(index, 0, -1))
+        pruned = 0
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            records = [keys.tunnel(app_id, tunnel_id) for tunnel_id in batch]
+            pruned += int(await self._prune_index(keys=[index, *records], args=batch))
+        return pruned > 0
 
     async def mark_resumable(self, app_id: str, tunnel_id: str, conn: str) -> None:
         """Presence shows the tunnel waiting for a resume, if ``conn`` still holds it."""
@@ -164,8 +224,17 @@ class TunnelRegistry:
                 keys.owed(app_id, tunnel_id),
                 keys.resume_state(app_id, tunnel_id),
                 keys.resume_buffer(app_id, tunnel_id),
+                keys.app_index(app_id),
+                keys.usage(app_id, hour_name(self.clock())),
             ],
-            args=[conn, tunnel_id, keys.group_prefix(app_id), owes, settled],
+            args=[
+                conn,
+                tunnel_id,
+                keys.group_prefix(app_id),
+                owes,
+                settled,
+                self.usage_retention_seconds,
+            ],
         )
         return Removed(bool(removed), str(holder), str(life))
 
@@ -261,6 +330,10 @@ class TunnelRegistry:
             ],
         )
         return str(node or "")
+
+    async def count_app(self, app_id: str) -> int:
+        """The app's tunnels with a record (open, or waiting for a resume), all pods."""
+        return int(await self.redis.zcard(keys.app_index(app_id)))
 
     async def get(self, app_id: str, tunnel_id: str) -> TunnelRecord | None:
         raw = mapping(await self.redis.hgetall(keys.tunnel(app_id, tunnel_id)))

@@ -7,19 +7,23 @@ from __future__ import annotations
 # other pod is off that set (docs/design.md, "Event order across pods").
 
 # KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set, KEYS[4] resume state,
-# KEYS[5] resume buffer
+# KEYS[5] resume buffer, KEYS[6] the app's index, KEYS[7] the app's usage bucket of the hour
 # ARGV: node, conn, user_id, identity, meta, groups(json), connected_at, tunnel_id,
 #       group key prefix, max tunnels per user (0: no check), "1" if the tunnel has a
 #       socket open on this pod, "1" if the socket speaks the reliable protocol, "1" if
 #       it resumes (else the tunnel's sequences start afresh), pushes it may keep, its
-#       resume window (seconds)
+#       resume window (seconds), the app's max tunnels (0: no check), seconds usage
+#       buckets are kept
+# A tunnel with a record is in the app's index, open or waiting for a resume: only a
+# tunnel without one is new, and counts against the limits (a takeover or a resume does
+# not). The bucket's ``peak_tunnels`` is raised to the count.
 # A takeover from another pod puts that pod on the owed set. The record's *life* is the
 # connection whose ``tunnel.connected`` began the tunnel's current lifecycle: a takeover
 # keeps it (``unrecorded.py``); a record of this pod without a socket here is of one that
 # ended (or was refused), so a new socket begins a new life. Returns {previous node or
 # "", previous conn or "", merged groups json, owed pods json, life, pushes numbered so far,
 # last client message accepted, the name of the tunnel's sequences}, or {"!"} when a new
-# tunnel would exceed the user's limit.
+# tunnel would exceed the user's limit, {"!app"} the app's.
 ATTACH = """
 local old_node = redis.call('HGET', KEYS[1], 'node') or ''
 local old_conn = redis.call('HGET', KEYS[1], 'conn') or ''
@@ -30,6 +34,10 @@ end
 local limit = tonumber(ARGV[10])
 if old_node == '' and limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
   return {'!'}
+end
+local app_limit = tonumber(ARGV[16])
+if old_node == '' and app_limit > 0 and redis.call('ZCARD', KEYS[6]) >= app_limit then
+  return {'!app'}
 end
 local groups = cjson.decode(ARGV[6])
 local seen = {}
@@ -55,6 +63,12 @@ if ARGV[13] ~= '1' or old_node == '' then
   if ARGV[12] == '1' then redis.call('HSET', KEYS[4], 'seqs', ARGV[2]) end
 end
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
+redis.call('ZADD', KEYS[6], 0, ARGV[8])
+local open = redis.call('ZCARD', KEYS[6])
+if open > tonumber(redis.call('HGET', KEYS[7], 'peak_tunnels') or '0') then
+  redis.call('HSET', KEYS[7], 'peak_tunnels', open)
+end
+if redis.call('TTL', KEYS[7]) == -1 then redis.call('EXPIRE', KEYS[7], ARGV[17]) end
 for _, g in ipairs(groups) do redis.call('ZADD', ARGV[9] .. g, 0, ARGV[8]) end
 if old_node ~= '' and old_node ~= ARGV[1] then redis.call('SADD', KEYS[3], old_node) end
 local owed = redis.call('SMEMBERS', KEYS[3])
@@ -66,12 +80,13 @@ return {old_node, old_conn, merged, owed_json, life,
 """
 
 # KEYS[1] tunnel record, KEYS[2] user index, KEYS[3] owed set, KEYS[4] resume state,
-# KEYS[5] resume buffer
+# KEYS[5] resume buffer, KEYS[6] the app's index, KEYS[7] the app's usage bucket of the hour
 # ARGV: conn, tunnel_id, group key prefix, pod to put on the owed set (or ""), pod to
-#       take off it (or "")
+#       take off it (or ""), seconds usage buckets are kept
 # Removes the record only if it still belongs to connection ``conn``, and updates the
-# owed set either way. Returns {1 if removed else 0, the pod now holding the tunnel or "",
-# the life of its record or ""}.
+# owed set either way; the bucket's ``peak_tunnels`` is raised to the count before the
+# removal (an hour without a connect still has its peak). Returns {1 if removed else 0,
+# the pod now holding the tunnel or "", the life of its record or ""}.
 DETACH = """
 local removed = 0
 if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
@@ -80,6 +95,12 @@ if redis.call('HGET', KEYS[1], 'conn') == ARGV[1] then
     for _, g in ipairs(cjson.decode(groups)) do redis.call('ZREM', ARGV[3] .. g, ARGV[2]) end
   end
   redis.call('ZREM', KEYS[2], ARGV[2])
+  local open = redis.call('ZCARD', KEYS[6])
+  if open > tonumber(redis.call('HGET', KEYS[7], 'peak_tunnels') or '0') then
+    redis.call('HSET', KEYS[7], 'peak_tunnels', open)
+    if redis.call('TTL', KEYS[7]) == -1 then redis.call('EXPIRE', KEYS[7], ARGV[6]) end
+  end
+  redis.call('ZREM', KEYS[6], ARGV[2])
   redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
   removed = 1
 end
@@ -87,6 +108,18 @@ if ARGV[5] ~= '' then redis.call('SREM', KEYS[3], ARGV[5]) end
 if ARGV[4] ~= '' then redis.call('SADD', KEYS[3], ARGV[4]) end
 return {removed, redis.call('HGET', KEYS[1], 'node') or '',
   redis.call('HGET', KEYS[1], 'life') or ''}
+"""
+
+# KEYS[1] the app's index, KEYS[2...] tunnel records; ARGV: their tunnel ids
+# Drops the ids whose record is gone from the index; returns how many.
+PRUNE_INDEX = """
+local pruned = 0
+for i, tunnel_id in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    pruned = pruned + redis.call('ZREM', KEYS[1], tunnel_id)
+  end
+end
+return pruned
 """
 
 # KEYS[1] tunnel record, KEYS[2] owed set; ARGV: pods to take off the owed set
@@ -249,4 +282,57 @@ if tonumber(redis.call('HGET', KEYS[1], 'accepted') or '0') < tonumber(ARGV[1]) 
   redis.call('HSET', KEYS[1], 'accepted', ARGV[1])
 end
 return 1
+"""
+
+
+# An app's message quota in one period (``backend/allowance.py``, whose ``settle`` is
+# this script in Python): KEYS[1] the period's hash. ARGV: pod, its cumulative use in
+# the period, allowance it keeps, allowance it needs now (all or nothing), allowance it
+# would take, "1" to give back all it holds, the quota, how long a reservation lasts
+# (ms), the largest share of what is left one reservation takes (1/n), when the hash
+# expires (unix seconds). A reservation of another pod that lapsed is counted as used
+# (what that pod used of it is unknown) and that pod marked, so that its next report
+# adds nothing twice. Returns {granted, used, held by other pods, free after the grant}.
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local pod = ARGV[1]
+local total, held = tonumber(ARGV[2]), tonumber(ARGV[3])
+local need, want, quota = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+local reported = tonumber(redis.call('HGET', KEYS[1], 'c:' .. pod) or '0')
+if redis.call('HDEL', KEYS[1], 'r:' .. pod) == 0 and total > reported then
+  used = used + total - reported
+end
+if total > reported then redis.call('HSET', KEYS[1], 'c:' .. pod, string.format('%d', total)) end
+local others = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if string.sub(name, 1, 2) == 'e:' and name ~= 'e:' .. pod then
+    local other = string.sub(name, 3)
+    local h = tonumber(redis.call('HGET', KEYS[1], 'h:' .. other) or '0')
+    if tonumber(fields[i + 1]) <= now then
+      used = used + h
+      redis.call('HDEL', KEYS[1], 'h:' .. other, name)
+      redis.call('HSET', KEYS[1], 'r:' .. other, '1')
+    else
+      others = others + h
+    end
+  end
+end
+local granted = 0
+local free = quota - used - others - held
+if ARGV[6] == '1' then
+  redis.call('HDEL', KEYS[1], 'h:' .. pod, 'e:' .. pod)
+else
+  if free >= math.max(need, 1) then
+    granted = math.min(free, math.max(need, math.min(want, math.floor(free / tonumber(ARGV[9])))))
+  end
+  redis.call('HSET', KEYS[1], 'h:' .. pod, string.format('%d', held + granted),
+    'e:' .. pod, string.format('%d', now + tonumber(ARGV[8])))
+end
+redis.call('HSET', KEYS[1], 'used', string.format('%d', used))
+redis.call('EXPIREAT', KEYS[1], ARGV[10])
+return {granted, used, others, free - granted}
 """

@@ -1,0 +1,227 @@
+"""The admin API (``/admin/v1/...``, an operator key): apps created, changed, rotated and
+deleted while the broker runs, pods and Redis health, the audit log.
+
+Operator keys are not app keys (``admin/operators.py``); every change is audited
+(``admin/store.py``). Usage and its CSV export are in ``http/admin_usage.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tunnel_broker.admin.rotation import (
+    DEFAULT_OVERLAP_SECONDS,
+    MAX_OVERLAP_SECONDS,
+    rotate_api_key,
+    rotate_webhook_secret,
+)
+from tunnel_broker.admin.store import invalid_app
+from tunnel_broker.admin.views import app_view
+from tunnel_broker.apps import APP_ID_PATTERN, App, new_api_key, new_webhook_secret
+from tunnel_broker.errors import ApiError
+from tunnel_broker.http.requests import limit_arg, node_of, parse_body, read_json
+from tunnel_broker.node import Node
+
+_APP_ID = re.compile(APP_ID_PATTERN)
+DEFAULT_AUDIT_PAGE = 100
+MAX_AUDIT_PAGE = 1000
+
+
+class CreateApp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    webhook_url: str
+    limits: dict[str, Any] = {}
+    trace_payloads: bool = False
+    allow_session_tunnels: bool = False
+    wechat_appid: str | None = None
+    wechat_secret: str | None = None
+
+
+class UpdateApp(BaseModel):
+    """Only the fields given change; ``limits`` is merged into the current limits (a
+    limit set to null goes back to none, for the quotas, or is refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_url: str | None = None
+    limits: dict[str, Any] | None = None
+    trace_payloads: bool | None = None
+    allow_session_tunnels: bool | None = None
+    wechat_appid: str | None = None
+    wechat_secret: str | None = None
+
+
+class Rotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_seconds: Annotated[int, Field(ge=0, le=MAX_OVERLAP_SECONDS)] = DEFAULT_OVERLAP_SECONDS
+
+
+def operator_of(request: Request, node: Node) -> str:
+    return node.operators.authenticate(request.headers.get("authorization", ""))
+
+
+def _app_id(request: Request) -> str:
+    value: str = request.path_params["app_id"]
+    if not _APP_ID.fullmatch(value):
+        raise ApiError("app_not_found", "no app has this id")
+    return value
+
+
+def _validated(raw: dict[str, Any]) -> App:
+    from pydantic import ValidationError
+
+    try:
+        return App.model_validate(raw)
+    except ValidationError as exc:
+        raise invalid_app(exc) from None
+
+
+async def whoami(request: Request) -> Response:
+    return JSONResponse({"operator": operator_of(request, node_of(request))})
+
+
+async def list_apps(request: Request) -> Response:
+    node = node_of(request)
+    operator_of(request, node)
+    apps = sorted(node.apps.all(), key=lambda a: a.id)
+    file_ids = node.admin.file_app_ids
+    return JSONResponse({"apps": [{**app_view(a), "from_file": a.id in file_ids} for a in apps]})
+
+
+async def get_app(request: Request) -> Response:
+    node = node_of(request)
+    operator_of(request, node)
+    app = node.admin.get(_app_id(request))
+    return JSONResponse({**app_view(app), "from_file": app.id in node.admin.file_app_ids})
+
+
+async def create_app(request: Request) -> Response:
+    node = node_of(request)
+    operator = operator_of(request, node)
+    body = parse_body(CreateApp, await read_json(request, node))
+    api_key, webhook_secret = new_api_key(), new_webhook_secret()
+    app = _validated(
+        {
+            **body.model_dump(exclude_none=True),
+            "api_keys": [api_key],
+            "webhook_secrets": [webhook_secret],
+        }
+    )
+    await node.admin.create(app, operator)
+    return JSONResponse(
+        {"app": app_view(app), "api_key": api_key, "webhook_secret": webhook_secret},
+        status_code=201,
+    )
+
+
+async def update_app(request: Request) -> Response:
+    node = node_of(request)
+    operator = operator_of(request, node)
+    body = parse_body(UpdateApp, await read_json(request, node))
+    given = body.model_dump(exclude_unset=True)
+
+    def change(app: App) -> App:
+        merged = app.model_dump()
+        for name, value in given.items():
+            if name == "limits":
+                merged["limits"] = {**merged["limits"], **(value or {})}
+            else:
+                merged[name] = value
+        return App.model_validate(merged)
+
+    app = await node.admin.update(_app_id(request), change, operator, "app.update")
+    return JSONResponse(app_view(app))
+
+
+async def delete_app(request: Request) -> Response:
+    node = node_of(request)
+    operator = operator_of(request, node)
+    await node.admin.delete(_app_id(request), operator)
+    return Response(status_code=204)
+
+
+async def _rotation(request: Request, node: Node) -> Rotation:
+    raw = await read_json(request, node, optional=True)
+    return parse_body(Rotation, raw if raw is not None else {})
+
+
+async def rotate_key(request: Request) -> Response:
+    node = node_of(request)
+    operator = operator_of(request, node)
+    rotation = await _rotation(request, node)
+    fresh: list[str] = []
+
+    def change(app: App) -> App:
+        rotated, key = rotate_api_key(app, rotation.overlap_seconds, time.time())
+        fresh[:] = [key]
+        return rotated
+
+    app = await node.admin.update(_app_id(request), change, operator, "app.rotate_api_key")
+    return JSONResponse({"api_key": fresh[0], "app": app_view(app)})
+
+
+async def rotate_secret(request: Request) -> Response:
+    node = node_of(request)
+    operator = operator_of(request, node)
+    rotation = await _rotation(request, node)
+    fresh: list[str] = []
+
+    def change(app: App) -> App:
+        rotated, secret = rotate_webhook_secret(app, rotation.overlap_seconds, time.time())
+        fresh[:] = [secret]
+        return rotated
+
+    action = "app.rotate_webhook_secret"
+    app = await node.admin.update(_app_id(request), change, operator, action)
+    return JSONResponse({"webhook_secret": fresh[0], "app": app_view(app)})
+
+
+async def audit(request: Request) -> Response:
+    node = node_of(request)
+    operator_of(request, node)
+    limit = limit_arg(request, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
+    return JSONResponse({"entries": await node.admin.audit_entries(limit)})
+
+
+async def pods(request: Request) -> Response:
+    node = node_of(request)
+    operator_of(request, node)
+    from tunnel_broker.admin.pods import list_pods
+
+    redis = node.admin.redis
+    found = [node.status()] if redis is None else await list_pods(redis)
+    health = node.backend.shared_state_health()
+    shared = None
+    if health is not None:
+        shared = {
+            "topology": health.topology,
+            "healthy": health.healthy,
+            "outages": health.outages,
+            "failovers": health.failovers,
+        }
+    return JSONResponse({"pods": found, "redis": shared})
+
+
+PREFIX = "/admin/v1"
+routes = [
+    Route(f"{PREFIX}/whoami", whoami, methods=["GET"]),
+    Route(f"{PREFIX}/apps", list_apps, methods=["GET"]),
+    Route(f"{PREFIX}/apps", create_app, methods=["POST"]),
+    Route(f"{PREFIX}/apps/{{app_id}}", get_app, methods=["GET"]),
+    Route(f"{PREFIX}/apps/{{app_id}}", update_app, methods=["PATCH"]),
+    Route(f"{PREFIX}/apps/{{app_id}}", delete_app, methods=["DELETE"]),
+    Route(f"{PREFIX}/apps/{{app_id}}/api-keys", rotate_key, methods=["POST"]),
+    Route(f"{PREFIX}/apps/{{app_id}}/webhook-secrets", rotate_secret, methods=["POST"]),
+    Route(f"{PREFIX}/audit", audit, methods=["GET"]),
+    Route(f"{PREFIX}/pods", pods, methods=["GET"]),
+]
