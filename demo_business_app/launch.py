@@ -36,6 +36,7 @@ import httpx
 
 APP_ID = "demo"
 WECHAT_APPID = "wxdemo0000000001"
+OPERATOR = "demo-operator"  # the console's operator for a demo run
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Credentials:
     )
     wechat_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     token_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    operator_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
 
 @dataclass(frozen=True)
@@ -178,14 +180,24 @@ def services(plan: Plan, creds: Credentials, python: str = sys.executable) -> li
                 "--shutdown-flush-seconds",
                 "5",
             ],
-            {**base, "TB_SECRET_KEY": creds.token_key},
+            {
+                **base,
+                "TB_SECRET_KEY": creds.token_key,
+                "TB_ADMIN_KEYS": f"{OPERATOR}:{creds.operator_key}",
+            },
             f"{plan.broker_url}/healthz",
         ),
     ]
 
 
 def redact(argv: Sequence[str], creds: Credentials) -> str:
-    hidden = {creds.api_key, creds.webhook_secret, creds.wechat_secret, creds.token_key}
+    hidden = {
+        creds.api_key,
+        creds.webhook_secret,
+        creds.wechat_secret,
+        creds.token_key,
+        creds.operator_key,
+    }
     return " ".join("***" if arg in hidden else arg for arg in argv)
 
 
@@ -291,6 +303,9 @@ def run(plan: Plan, creds: Credentials, out: IO[str] = sys.stdout) -> int:
             f"  Open {plan.demo_url}/ in your browser "
             f"(a second window, or a private one, is a second user).\n\n"
             f"  broker    {plan.broker_url}  (app {APP_ID!r}, apps file {plan.apps_file})\n"
+            f"  console   {plan.broker_url}/console  (keys for this run only: operator\n"
+            f"            {creds.operator_key}\n"
+            f"            app {APP_ID!r} {creds.api_key})\n"
             f"  simulator {plan.simulator_url}\n"
             f"  logs      {plan.state_dir / 'logs'}/\n\n"
             f"Press Ctrl-C to stop.",

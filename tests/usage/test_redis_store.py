@@ -80,7 +80,7 @@ async def test_a_batch_is_added_once_whatever_the_retries(direct: Any) -> None:
     assert expires == NOON + HOUR + 35 * 86400
 
 
-async def test_the_peak_is_read_but_never_written(direct: Any) -> None:
+async def test_the_peak_is_the_apps_not_the_pods(direct: Any) -> None:
     now = time.time()
     hour = hour_of(now)
     store = RedisUsageStore(direct, None, "pod-a", 35)
@@ -88,7 +88,15 @@ async def test_the_peak_is_read_but_never_written(direct: Any) -> None:
     await direct.hset(keys.usage("demo", hour_label(hour)), "peak_tunnels", 3)
     await store.add(Batch("run:1", {("demo", hour): {"messages_out": 1, "peak_tunnels": 99}}))
     found = await store.buckets("demo", hour - HOUR, now + 1)
-    assert found == {hour: {"peak_tunnels": 3, "messages_out": 1}}
+    assert found == {hour: {"peak_tunnels": 3, "messages_out": 1}}  # not the pod's 99
+    # An hour in which nothing connected or closed: a flush raises the newest bucket's
+    # peak to the tunnels of the app's index (all pods), and only the newest's.
+    await direct.zadd(keys.app_index("demo"), {f"t{i}": 0 for i in range(5)})
+    gained = {("demo", hour - HOUR): {"tunnel_ms": 10}, ("demo", hour): {"tunnel_ms": 20}}
+    await store.add(Batch("run:2", gained))
+    found = await store.buckets("demo", hour - HOUR, now + 1)
+    assert found[hour]["peak_tunnels"] == 5
+    assert "peak_tunnels" not in found[hour - HOUR]
     # older than the retention: not even asked for
     short = RedisUsageStore(direct, None, "pod-a", 0)
     assert await short.buckets("demo", hour - 3 * HOUR, hour) == {}

@@ -86,6 +86,11 @@ def _validated(raw: dict[str, Any]) -> App:
         raise invalid_app(exc) from None
 
 
+def _shown(node: Node, app: App) -> dict[str, Any]:
+    """An app as the operator sees it: its view, and whether the apps file owns it."""
+    return {**app_view(app), "from_file": app.id in node.admin.file_app_ids}
+
+
 async def whoami(request: Request) -> Response:
     return JSONResponse({"operator": operator_of(request, node_of(request))})
 
@@ -94,15 +99,13 @@ async def list_apps(request: Request) -> Response:
     node = node_of(request)
     operator_of(request, node)
     apps = sorted(node.apps.all(), key=lambda a: a.id)
-    file_ids = node.admin.file_app_ids
-    return JSONResponse({"apps": [{**app_view(a), "from_file": a.id in file_ids} for a in apps]})
+    return JSONResponse({"apps": [_shown(node, a) for a in apps]})
 
 
 async def get_app(request: Request) -> Response:
     node = node_of(request)
     operator_of(request, node)
-    app = node.admin.get(_app_id(request))
-    return JSONResponse({**app_view(app), "from_file": app.id in node.admin.file_app_ids})
+    return JSONResponse(_shown(node, node.admin.get(_app_id(request))))
 
 
 async def create_app(request: Request) -> Response:
@@ -119,7 +122,7 @@ async def create_app(request: Request) -> Response:
     )
     await node.admin.create(app, operator)
     return JSONResponse(
-        {"app": app_view(app), "api_key": api_key, "webhook_secret": webhook_secret},
+        {"app": _shown(node, app), "api_key": api_key, "webhook_secret": webhook_secret},
         status_code=201,
     )
 
@@ -140,7 +143,7 @@ async def update_app(request: Request) -> Response:
         return App.model_validate(merged)
 
     app = await node.admin.update(_app_id(request), change, operator, "app.update")
-    return JSONResponse(app_view(app))
+    return JSONResponse(_shown(node, app))
 
 
 async def delete_app(request: Request) -> Response:
@@ -167,7 +170,7 @@ async def rotate_key(request: Request) -> Response:
         return rotated
 
     app = await node.admin.update(_app_id(request), change, operator, "app.rotate_api_key")
-    return JSONResponse({"api_key": fresh[0], "app": app_view(app)})
+    return JSONResponse({"api_key": fresh[0], "app": _shown(node, app)})
 
 
 async def rotate_secret(request: Request) -> Response:
@@ -183,7 +186,7 @@ async def rotate_secret(request: Request) -> Response:
 
     action = "app.rotate_webhook_secret"
     app = await node.admin.update(_app_id(request), change, operator, action)
-    return JSONResponse({"webhook_secret": fresh[0], "app": app_view(app)})
+    return JSONResponse({"webhook_secret": fresh[0], "app": _shown(node, app)})
 
 
 async def audit(request: Request) -> Response:

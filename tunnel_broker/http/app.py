@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tunnel_broker import console
 from tunnel_broker.errors import BrokerError
 from tunnel_broker.http import (
     admin,
@@ -52,6 +53,7 @@ ROUTES = (
     + wafer_auth.routes
     + admin.routes
     + admin_usage.routes
+    + console.routes
 )
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -39,11 +39,18 @@ Publish = Callable[[str, dict[str, Any]], None]
 class AppTap:
     """``usage.counters.Tap`` for one traced app."""
 
-    def __init__(self, app_id: str, apps: AppRegistry, publish: Publish) -> None:
+    def __init__(
+        self,
+        app_id: str,
+        apps: AppRegistry,
+        publish: Publish,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.app_id = app_id
         self.apps = apps
         self.publish = publish
-        self.bucket = TokenBucket(RECORDS_PER_SECOND, RECORDS_PER_SECOND)
+        self.clock = clock
+        self.bucket = TokenBucket(RECORDS_PER_SECOND, RECORDS_PER_SECOND, clock())
         self.dropped = 0
 
     def _show(self) -> bool:
@@ -51,7 +58,7 @@ class AppTap:
         return app is not None and app.trace_payloads
 
     def _admit(self) -> bool:
-        if self.bucket.take():
+        if self.bucket.take(self.clock()):
             if self.dropped:
                 self.publish(self.app_id, dropped_record(self.dropped, "rate"))
                 self.dropped = 0

@@ -4,9 +4,9 @@ what an app used is the sum over pods without anyone summing.
 One hash per app per UTC hour, ``tb:{app}:usage:<YYYYMMDDHH>`` (``keys.usage``): a field
 per count, ``tunnel_ms``, and ``peak_tunnels``. The meter's counts are added with
 ``HINCRBY``; the hash expires ``retention_days`` after its hour ends. ``peak_tunnels`` is
-*not* written here: a pod only knows its own tunnels, and the peak of an app is that of
-its tunnels on all pods together, which the tunnel registry's attach script writes into
-the same hash from the app's cross-pod count (quotas).
+kept from the app's cross-pod index of open tunnels (a pod only knows its own): the
+registry's attach and detach scripts raise it as the count changes, and each flush raises
+the newest bucket's to the count at the time (an hour without a connect or close).
 
 A flush is one pipeline (one round trip per Redis node): a script per app, which adds
 the app's buckets unless the batch's token is already recorded as applied for this pod
@@ -33,14 +33,21 @@ from tunnel_broker.usage.buckets import (
 )
 from tunnel_broker.usage.store import Batch
 
-# KEYS[1] the pod's applied token, KEYS[2..] the app's bucket hashes
+# KEYS[1] the pod's applied token, KEYS[2] the app's index of open tunnels, KEYS[3..] the
+# app's bucket hashes, the newest last
 # ARGV[1] token, ARGV[2] seconds the token is kept, then per bucket: the unix time it
 # expires at, its number of fields, and field/increment pairs. Returns 1 if applied, 0 if
-# the token was applied before.
+# the token was applied before. The newest bucket's peak is raised to the tunnels open now:
+# an hour in which no tunnel opened or closed has no attach to write it.
 ADD_USAGE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+local open = redis.call('ZCARD', KEYS[2])
+local newest = KEYS[#KEYS]
+if open > tonumber(redis.call('HGET', newest, 'peak_tunnels') or '0') then
+  redis.call('HSET', newest, 'peak_tunnels', open)
+end
 local a = 3
-for k = 2, #KEYS do
+for k = 3, #KEYS do
   local expires, n = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   for _ = 1, n do
@@ -89,7 +96,7 @@ class RedisUsageStore:
         for app_id, buckets in by_app.items():
             bucket_keys: list[str] = []
             args: list[Any] = [batch.token, self.retention_days * DAY]
-            for hour, bucket in buckets:
+            for hour, bucket in sorted(buckets, key=lambda item: item[0]):  # newest last
                 fields = [(k, v) for k, v in bucket.items() if v and k != "peak_tunnels"]
                 if not fields:
                     continue
@@ -99,7 +106,9 @@ class RedisUsageStore:
                     args += [name, value]
             if bucket_keys:
                 applied = keys.usage_applied(app_id, self.node_id)
-                pipe.eval(ADD_USAGE, 1 + len(bucket_keys), applied, *bucket_keys, *args)
+                index = keys.app_index(app_id)
+                count = 2 + len(bucket_keys)
+                pipe.eval(ADD_USAGE, count, applied, index, *bucket_keys, *args)
         if by_app:
             pipe.sadd(keys.USAGE_APPS, *by_app)
         await self._call(pipe.execute())
