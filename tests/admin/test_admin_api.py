@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.support.broker import BrokerHandle, app_config, new_secret, open_tunnel, run_broker
+from tests.support.broker import BrokerHandle, app_config, open_tunnel, run_broker
 from tests.support.receiver import WebhookReceiver
 from tests.support.waiting import check_for
 from tunnel_broker.config import Secret
@@ -21,13 +21,6 @@ OTHER_OPERATOR_KEY = "op-key-" + "b" * 40
 ADMIN_KEYS = f"alice:{OPERATOR_KEY},bob:{OTHER_OPERATOR_KEY}"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(secret=new_secret())
-    async with receiver.serving():
-        yield receiver
 
 
 @pytest.fixture

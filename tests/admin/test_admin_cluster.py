@@ -29,6 +29,16 @@ def admin(cluster: Cluster, pod: int) -> httpx.AsyncClient:
     )
 
 
+async def create_shop(cluster: Cluster, http: httpx.AsyncClient) -> str:
+    """App ``shop``, created through ``http``'s pod; its API key."""
+    created = await http.post(
+        "/admin/v1/apps", json={"id": "shop", "webhook_url": cluster.receiver.url}
+    )
+    assert created.status_code == 201, created.text
+    key: str = created.json()["api_key"]
+    return key
+
+
 async def status_with_key(cluster: Cluster, pod: int, key: str) -> int:
     async with httpx.AsyncClient(
         base_url=cluster.pods[pod].url, headers={"authorization": f"Bearer {key}"}, timeout=10
@@ -60,11 +70,7 @@ async def test_changes_through_one_pod_are_in_force_on_all_within_a_second(
         admin(cluster, 1) as pod1,
         admin(cluster, 2) as pod2,
     ):
-        created = await pod0.post(
-            "/admin/v1/apps", json={"id": "shop", "webhook_url": cluster.receiver.url}
-        )
-        assert created.status_code == 201, created.text
-        key = created.json()["api_key"]
+        key = await create_shop(cluster, pod0)
         waits = await seconds_until(cluster, key, 200)
         print(f"create: in force on each pod after {[f'{w:.3f}' for w in waits]} s")
         assert max(waits) < PROPAGATION
@@ -111,10 +117,7 @@ async def test_concurrent_changes_through_different_pods_both_hold(
         admin(cluster, 0) as pod0,
         admin(cluster, 1) as pod1,
     ):
-        created = await pod0.post(
-            "/admin/v1/apps", json={"id": "shop", "webhook_url": cluster.receiver.url}
-        )
-        assert created.status_code == 201
+        await create_shop(cluster, pod0)
         for round_ in range(10):
             answers = await asyncio.gather(
                 pod0.patch("/admin/v1/apps/shop", json={"limits": {"max_tunnels": 100 + round_}}),

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.admin.trace_reader import reading_trace
-from tests.support.broker import BrokerHandle, app_config, new_secret, open_tunnel, run_broker
+from tests.support.broker import BrokerHandle, app_config, open_tunnel, run_broker
 from tests.support.cluster import cluster_of
 from tests.support.receiver import WebhookReceiver
 from tests.support.redis_server import RedisServer
@@ -21,13 +21,6 @@ from tests.support.waiting import check_for
 pytestmark = pytest.mark.timeout(60)
 
 SECRET_MESSAGE = '{"text": "hi", "password": "hunter2"}'
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver(secret=new_secret())
-    async with receiver.serving():
-        yield receiver
 
 
 @pytest.fixture
@@ -58,7 +51,9 @@ async def test_the_trace_shows_events_pushes_and_deliveries_as_they_happen(
     (connected,) = trace.of("event", type="tunnel.connected")
     assert (connected["tunnel_id"], connected["user_id"]) == (tunnel_id, "ann")
     (message,) = trace.of("event", type="tunnel.message")
-    assert message["size"] == len(SECRET_MESSAGE) and "data" not in message  # the app shows no payloads
+    assert (
+        message["size"] == len(SECRET_MESSAGE) and "data" not in message
+    )  # the app shows no payloads
     (push,) = trace.of("push")
     assert push["target"] == {"users": ["ann"]} and "data" not in push
     assert "hunter2" not in str(trace.records)

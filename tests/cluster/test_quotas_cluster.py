@@ -9,22 +9,12 @@ import os
 import signal
 from pathlib import Path
 
-import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
+from tests.support.broker import closed_with
 from tests.support.cluster import LEASE, Cluster, cluster_of
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import check_for, scaled
-
-
-async def closed_with(ws: ClientConnection) -> tuple[int, str]:
-    with pytest.raises(ConnectionClosed) as info:
-        for _ in range(100):
-            await asyncio.wait_for(ws.recv(), scaled(5))
-    rcvd = info.value.rcvd
-    assert rcvd is not None, "the broker closed without a close frame"
-    return rcvd.code, rcvd.reason
 
 
 def connected(cluster: Cluster, n: int) -> bool:

@@ -31,19 +31,10 @@ from tests.support.broker import (
     open_tunnel,
     run_broker,
 )
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.support.receiver import WebhookReceiver, echo_messages
 from tunnel_broker.config import Secret
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 TIMEOUT_MS = 10_000
 USAGE_TIMEOUT_MS = 20_000  # usage is flushed every 0.2 s; the page refreshes every 5 s
@@ -51,13 +42,8 @@ OPERATOR = "ops-alice"
 ADMIN_KEY = "tb-operator-" + os.urandom(16).hex()
 APP = "shop"
 
-try:
-    from playwright.async_api import Page, async_playwright, expect
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
-if (async_playwright is None or not os.path.exists(CHROMIUM)) and not os.environ.get("CI"):
-    pytest.skip("playwright or /usr/bin/chromium missing", allow_module_level=True)
+require_browser()
+from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -143,7 +129,6 @@ async def sign_out(page: Page) -> None:
 async def test_operator_and_app_use_the_console(world: World) -> None:
     if os.path.isdir(ARTIFACTS):
         shutil.rmtree(ARTIFACTS)
-    assert async_playwright is not None
     expect.set_options(timeout=TIMEOUT_MS)
     broker = world.broker
     async with async_playwright() as pw:

@@ -20,31 +20,17 @@ import pytest
 from demo_business_app.config import DemoConfig
 from demo_business_app.web import create_app
 from tests.support.broker import app_config, new_secret, run_broker
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.support.servers import free_port, run_uvicorn
 from tunnel_broker.wechat.simulator import create_simulator_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "demo"
 APPID = "wxdemo0000000001"
 WECHAT_SECRET = "demo-wechat-secret"
 TIMEOUT_MS = 10_000
 
-try:
-    from playwright.async_api import Page, async_playwright, expect
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None  # type: ignore[assignment]
-
-if (async_playwright is None or not os.path.exists(CHROMIUM)) and not os.environ.get("CI"):
-    pytest.skip("playwright or /usr/bin/chromium missing", allow_module_level=True)
+require_browser()
+from playwright.async_api import Page, async_playwright, expect  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -119,7 +105,6 @@ async def play_round(page: Page, move: str) -> None:
 async def test_two_users_chat_play_and_draw(demo: Demo) -> None:
     if os.path.isdir(ARTIFACTS):
         shutil.rmtree(ARTIFACTS)
-    assert async_playwright is not None
     expect.set_options(timeout=TIMEOUT_MS)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -9,21 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import connect
 
-from tests.support.broker import BrokerHandle, app_config, run_broker
+from tests.support.broker import BrokerHandle, app_config, closed_with, run_broker
 from tests.support.receiver import WebhookReceiver
 from tests.support.waiting import check_for, scaled
-
-
-async def closed_with(ws: ClientConnection) -> tuple[int, str]:
-    with pytest.raises(ConnectionClosed) as info:
-        for _ in range(100):
-            await asyncio.wait_for(ws.recv(), scaled(5))
-    rcvd = info.value.rcvd
-    assert rcvd is not None, "the broker closed without a close frame"
-    return rcvd.code, rcvd.reason
 
 
 def reply_to_please(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,24 +7,14 @@ import contextlib
 import time
 
 import pytest
-from websockets.exceptions import ConnectionClosed
 
-from tests.support.broker import BrokerHandle, open_tunnel
+from tests.support.broker import BrokerHandle, closed_with, open_tunnel
 from tests.support.receiver import WebhookReceiver
 from tests.support.waiting import check_for, scaled
 
 
 async def recv(ws, seconds: float = 5.0):  # type: ignore[no-untyped-def]
     return await asyncio.wait_for(ws.recv(), scaled(seconds))
-
-
-async def closed_with(ws) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    with pytest.raises(ConnectionClosed) as info:
-        for _ in range(100):
-            await recv(ws)
-    rcvd = info.value.rcvd
-    assert rcvd is not None, "the broker closed without a close frame"
-    return rcvd.code, rcvd.reason
 
 
 async def test_message_reaches_webhook_and_reply_reaches_client(

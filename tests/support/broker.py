@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -10,9 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.support.servers import free_port
+from tests.support.waiting import scaled
 from tunnel_broker.apps import App, parse_apps
 from tunnel_broker.config import Secret, Settings
 from tunnel_broker.node import Node
@@ -99,6 +103,17 @@ async def run_broker(
         finally:
             for c in clients.values():
                 await c.http.aclose()
+
+
+async def closed_with(ws: ClientConnection, seconds: float = 5.0) -> tuple[int, str]:
+    """The code and reason of the close frame that ends ``ws`` (what arrives before it
+    is read and dropped)."""
+    with pytest.raises(ConnectionClosed) as info:
+        for _ in range(100):
+            await asyncio.wait_for(ws.recv(), scaled(seconds))
+    rcvd = info.value.rcvd
+    assert rcvd is not None, "the broker closed without a close frame"
+    return rcvd.code, rcvd.reason
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,12 @@ rotation both use them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tunnel_broker.apps import App, fingerprint, new_api_key, new_webhook_secret
+
+# (app, overlap seconds, now) -> (the rotated app, the new key or secret)
+Rotate = Callable[[App, float, float], tuple[App, str]]
 
 MAX_OVERLAP_SECONDS = 30 * 86400
 DEFAULT_OVERLAP_SECONDS = 86400

@@ -27,7 +27,7 @@ from tunnel_broker.admin.audit import (
     changed_fields,
     decode_entry,
 )
-from tunnel_broker.admin.rotation import without_retired
+from tunnel_broker.admin.rotation import Rotate, without_retired
 from tunnel_broker.apps import App, AppRegistry
 from tunnel_broker.errors import ApiError
 from tunnel_broker.validation import field_errors
@@ -61,11 +61,18 @@ class AppAdmin:
 
     # ---- reading -------------------------------------------------------------------------
 
-    def get(self, app_id: str) -> App:
-        app = self.apps.get(app_id)
-        if app is None:
-            raise _not_found(app_id)
+    async def get(self, app_id: str) -> App:
+        """The app as stored now: with Redis, what every pod is taking (this pod may
+        not have heard of another pod's change yet)."""
+        app, _ = await self._current(app_id)
         return app
+
+    async def all(self) -> list[App]:
+        if self.redis is None:
+            return self.apps.all()
+        from tunnel_broker.backend.redis.apps import load_apps
+
+        return await self._redis_call(load_apps(self.redis.redis))
 
     async def audit_entries(self, limit: int) -> list[dict[str, Any]]:
         if self.redis is None:
@@ -113,11 +120,26 @@ class AppAdmin:
                 raise _not_found(app_id)
         raise ApiError("app_changed", f"app {app_id!r} kept changing; retry")
 
+    async def rotate(
+        self, app_id: str, rotate: Rotate, overlap_seconds: float, operator: str, action: str
+    ) -> tuple[App, str]:
+        """Rotate a key or secret of the app (``admin/rotation.py``); the app, and the
+        new key or secret (to be shown once)."""
+        fresh: list[str] = []
+
+        def change(app: App) -> App:
+            rotated, value = rotate(app, overlap_seconds, time.time())
+            fresh[:] = [value]  # a retried change makes another: the last one is kept
+            return rotated
+
+        app = await self.update(app_id, change, operator, action)
+        return app, fresh[0]
+
     async def delete(self, app_id: str, operator: str) -> None:
         self._changeable(app_id)
         entry = AuditEntry(operator, "app.delete", app_id, ("app",))
         if self.redis is None:
-            self.get(app_id)
+            await self.get(app_id)
             self.apps.remove(app_id)
             self._written(entry)
             return
@@ -141,7 +163,10 @@ class AppAdmin:
     async def _current(self, app_id: str) -> tuple[App, str | None]:
         """The app as stored now, and its stored JSON (Redis) for the compare-and-set."""
         if self.redis is None:
-            return self.get(app_id), None
+            app = self.apps.get(app_id)
+            if app is None:
+                raise _not_found(app_id)
+            return app, None
         from tunnel_broker.backend.redis.apps import stored_app
 
         found = await self._redis_call(stored_app(self.redis.redis, app_id))

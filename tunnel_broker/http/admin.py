@@ -8,7 +8,6 @@ Operator keys are not app keys (``admin/operators.py``); every change is audited
 from __future__ import annotations
 
 import re
-import time
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +18,7 @@ from starlette.routing import Route
 from tunnel_broker.admin.rotation import (
     DEFAULT_OVERLAP_SECONDS,
     MAX_OVERLAP_SECONDS,
+    Rotate,
     rotate_api_key,
     rotate_webhook_secret,
 )
@@ -98,14 +98,14 @@ async def whoami(request: Request) -> Response:
 async def list_apps(request: Request) -> Response:
     node = node_of(request)
     operator_of(request, node)
-    apps = sorted(node.apps.all(), key=lambda a: a.id)
+    apps = sorted(await node.admin.all(), key=lambda a: a.id)
     return JSONResponse({"apps": [_shown(node, a) for a in apps]})
 
 
 async def get_app(request: Request) -> Response:
     node = node_of(request)
     operator_of(request, node)
-    return JSONResponse(_shown(node, node.admin.get(_app_id(request))))
+    return JSONResponse(_shown(node, await node.admin.get(_app_id(request))))
 
 
 async def create_app(request: Request) -> Response:
@@ -153,40 +153,29 @@ async def delete_app(request: Request) -> Response:
     return Response(status_code=204)
 
 
-async def _rotation(request: Request, node: Node) -> Rotation:
+async def read_rotation(request: Request, node: Node) -> Rotation:
+    """A rotation's body, which may be left out (the default overlap)."""
     raw = await read_json(request, node, optional=True)
     return parse_body(Rotation, raw if raw is not None else {})
 
 
-async def rotate_key(request: Request) -> Response:
+async def _rotate(request: Request, rotate: Rotate, action: str, name: str) -> Response:
     node = node_of(request)
     operator = operator_of(request, node)
-    rotation = await _rotation(request, node)
-    fresh: list[str] = []
+    rotation = await read_rotation(request, node)
+    app, fresh = await node.admin.rotate(
+        _app_id(request), rotate, rotation.overlap_seconds, operator, action
+    )
+    return JSONResponse({name: fresh, "app": _shown(node, app)})
 
-    def change(app: App) -> App:
-        rotated, key = rotate_api_key(app, rotation.overlap_seconds, time.time())
-        fresh[:] = [key]
-        return rotated
 
-    app = await node.admin.update(_app_id(request), change, operator, "app.rotate_api_key")
-    return JSONResponse({"api_key": fresh[0], "app": _shown(node, app)})
+async def rotate_key(request: Request) -> Response:
+    return await _rotate(request, rotate_api_key, "app.rotate_api_key", "api_key")
 
 
 async def rotate_secret(request: Request) -> Response:
-    node = node_of(request)
-    operator = operator_of(request, node)
-    rotation = await _rotation(request, node)
-    fresh: list[str] = []
-
-    def change(app: App) -> App:
-        rotated, secret = rotate_webhook_secret(app, rotation.overlap_seconds, time.time())
-        fresh[:] = [secret]
-        return rotated
-
     action = "app.rotate_webhook_secret"
-    app = await node.admin.update(_app_id(request), change, operator, action)
-    return JSONResponse({"webhook_secret": fresh[0], "app": _shown(node, app)})
+    return await _rotate(request, rotate_webhook_secret, action, "webhook_secret")
 
 
 async def audit(request: Request) -> Response:

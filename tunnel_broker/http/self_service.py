@@ -4,8 +4,6 @@ without an operator. The old key keeps working for the overlap it asks for."""
 
 from __future__ import annotations
 
-import time
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -13,9 +11,8 @@ from starlette.routing import Route
 from tunnel_broker.admin.rotation import rotate_api_key
 from tunnel_broker.admin.views import app_view
 from tunnel_broker.apps import App
-from tunnel_broker.http.admin import Rotation
+from tunnel_broker.http.admin import read_rotation
 from tunnel_broker.http.quota_warning import app_endpoint
-from tunnel_broker.http.requests import parse_body, read_json
 from tunnel_broker.node import Node
 
 
@@ -24,17 +21,11 @@ async def own_app(request: Request, node: Node, app: App) -> Response:
 
 
 async def rotate_own_key(request: Request, node: Node, app: App) -> Response:
-    raw = await read_json(request, node, optional=True)
-    rotation = parse_body(Rotation, raw if raw is not None else {})
-    fresh: list[str] = []
-
-    def change(current: App) -> App:
-        rotated, key = rotate_api_key(current, rotation.overlap_seconds, time.time())
-        fresh[:] = [key]
-        return rotated
-
-    updated = await node.admin.update(app.id, change, f"app:{app.id}", "app.rotate_api_key")
-    return JSONResponse({"api_key": fresh[0], "app": app_view(updated)})
+    rotation = await read_rotation(request, node)
+    rotated, fresh = await node.admin.rotate(
+        app.id, rotate_api_key, rotation.overlap_seconds, f"app:{app.id}", "app.rotate_api_key"
+    )
+    return JSONResponse({"api_key": fresh, "app": app_view(rotated)})
 
 
 routes = [
