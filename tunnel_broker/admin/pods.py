@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from tunnel_broker import __version__
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 from tunnel_broker.timestamps import iso_time
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class PodReporter:
                     pipe.expire(key, int(STATUS_TTL))
                     await pipe.execute()
             except RedisError as exc:
+                raise_if_cancelled()
                 logger.debug("pod status not written: %s", exc)
             await asyncio.sleep(REPORT_SECONDS)
 

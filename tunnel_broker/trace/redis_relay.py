@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from tunnel_broker.apps import AppRegistry
 from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 from tunnel_broker.trace.records import matches
 from tunnel_broker.trace.tracer import MAX_WATCHERS, Tracer, Watcher
 from tunnel_broker.usage.counters import UsageCounters
@@ -124,6 +125,7 @@ class RedisTracer(Tracer):
             try:
                 answer = await self.reader.xread({stream: last}, count=200, block=READ_BLOCK_MS)
             except RedisError as exc:
+                raise_if_cancelled()
                 logger.debug("trace read failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -171,6 +173,7 @@ class RedisTracer(Tracer):
                         pipe.exists(keys.tracing(app_id))
                     flags = await pipe.execute()
             except RedisError:
+                raise_if_cancelled()
                 continue  # keep the taps as they are until Redis answers again
             for app_id, flag in zip(app_ids, flags, strict=True):
                 self.tap(app_id, bool(flag) or app_id in self.watchers)

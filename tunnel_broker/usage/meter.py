@@ -30,6 +30,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 from tunnel_broker.logs import LogThrottle
 from tunnel_broker.usage.buckets import HOUR, PEAK, Bucket, hour_of, split_span
 from tunnel_broker.usage.counters import COUNTS, UsageCounters
@@ -117,6 +118,7 @@ class Meter:
             try:
                 await self.store.add(self.in_flight)
             except Exception as exc:  # whatever went wrong, the batch is sent again
+                raise_if_cancelled()
                 self.failures += 1
                 _failures.error(
                     "flush",

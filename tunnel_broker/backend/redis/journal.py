@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.health import RedisHealth
+from tunnel_broker.backend.redis.health import RedisHealth, raise_if_cancelled
 from tunnel_broker.backend.redis.registry import texts
 from tunnel_broker.backend.redis.scripts import JOURNAL_WRITE, TAKE_JOURNAL
 from tunnel_broker.webhooks.batching import Pending
@@ -166,8 +166,10 @@ class EventJournal:
                     async with app.lock:
                         await self._flush(app)
                 except RedisError as exc:
+                    raise_if_cancelled()
                     self.health.mark_unhealthy(exc)
                 except Exception:
+                    raise_if_cancelled()
                     logger.exception("app %s: writing the event journal failed", app.app_id)
                     await asyncio.sleep(1)
                 continue
@@ -176,6 +178,7 @@ class EventJournal:
             try:
                 await asyncio.wait_for(app.wake.wait(), timeout)
             except TimeoutError:
+                raise_if_cancelled()  # a cancel meeting the timeout
                 if due is None and blocked:
                     with contextlib.suppress(RedisError):
                         await self._recount(app)

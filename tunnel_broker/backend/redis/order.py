@@ -36,6 +36,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from tunnel_broker.backend.redis import keys
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 from tunnel_broker.backend.redis.journal import EventJournal
 from tunnel_broker.backend.redis.leases import NodeLeases
 from tunnel_broker.backend.redis.messages import ControlMessage, Released
@@ -216,8 +217,10 @@ class EventOrder:
                 for key, owed in zip(held, owed_lists, strict=True):
                     await self._check(key, owed, alive)
             except RedisError:
+                raise_if_cancelled()
                 continue  # the lease loop notices; try again next round
             except Exception:
+                raise_if_cancelled()
                 logger.exception("checking the event order of held tunnels failed")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -29,7 +29,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.health import RedisHealth
+from tunnel_broker.backend.redis.health import RedisHealth, raise_if_cancelled
 from tunnel_broker.backend.redis.messages import ControlMessage, MalformedMessage, decode
 from tunnel_broker.backend.redis.topology import RedisTopology
 from tunnel_broker.backoff import Backoff
@@ -104,8 +104,10 @@ class Subscription:
             except SlotMoved as moved:
                 logger.info("shard channel %s moved; subscribing where it went", moved)
             except RedisError as exc:
+                raise_if_cancelled()
                 self.health.mark_unhealthy(exc)
             except Exception:
+                raise_if_cancelled()
                 logger.exception("pub/sub reader failed; reconnecting")
             finally:
                 self._listening.discard(group)

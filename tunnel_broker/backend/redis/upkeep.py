@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from tunnel_broker.backend.redis.connection import TrimmedPool
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 
 if TYPE_CHECKING:
     from tunnel_broker.backend.redis.backend import RedisBackend
@@ -81,8 +82,10 @@ class Upkeep:
                     await backend.leases.end_parked()
                 await backend.adoption.adopt_stopped()
             except RedisError as exc:
+                raise_if_cancelled()
                 health.mark_unhealthy(exc)
             except Exception:
+                raise_if_cancelled()
                 logger.exception("lease loop failed; retrying")
 
     async def _trim(self) -> None:
