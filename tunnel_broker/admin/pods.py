@@ -52,6 +52,7 @@ class PodReporter:
 
         key = keys.node_status(self.backend.node_id)
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             status = self.status()
             mapping = {k: str(int(v)) if isinstance(v, bool) else str(v) for k, v in status.items()}
             try:

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 from tunnel_broker.errors import BackendUnavailable
 from tunnel_broker.usage.periods import Period, period_of
 
@@ -265,6 +266,7 @@ class Allowances:
                 state.want = max(1, state.want // 2)
             patience = time.monotonic() + self.hold_seconds + 1.0
             while True:
+                raise_if_cancelled()  # one a Redis call swallowed (health.py)
                 answer = await self._call(app_id, state, need, state.want)
                 if answer.granted >= need or not need or answer.others == 0:
                     return
@@ -323,6 +325,7 @@ class Allowances:
 
     async def _upkeep(self) -> None:
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             await asyncio.sleep(self.report_seconds)
             try:
                 self._tend_all()

@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 
 from tunnel_broker.apps import App, AppLimits
+from tunnel_broker.backend.redis.health import raise_if_cancelled
 from tunnel_broker.errors import MessageQuotaExceeded
 from tunnel_broker.usage.periods import Period, period_of
 
@@ -66,6 +67,7 @@ class Quotas(ABC):
         ``MessageQuotaExceeded`` (``BackendUnavailable`` if the ledger cannot say)."""
         deadline = time.monotonic() + ACQUIRE_SECONDS
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             verdict = self.admit(app_id, limits, n)
             if verdict is True:
                 self.take(app_id, n)

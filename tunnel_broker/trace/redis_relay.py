@@ -122,6 +122,7 @@ class RedisTracer(Tracer):
                 self._offer(watcher, fields)
                 last = entry_id
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             try:
                 answer = await self.reader.xread({stream: last}, count=200, block=READ_BLOCK_MS)
             except RedisError as exc:
@@ -154,6 +155,7 @@ class RedisTracer(Tracer):
 
     async def _renew_flags(self) -> None:
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             await asyncio.sleep(FLAG_RENEW_SECONDS)
             with contextlib.suppress(RedisError):
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -163,6 +165,7 @@ class RedisTracer(Tracer):
 
     async def _follow_flags(self) -> None:
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             await asyncio.sleep(FLAG_CHECK_SECONDS)
             app_ids = [app.id for app in self.apps.all()]
             if not app_ids:

@@ -134,6 +134,7 @@ class Meter:
         """Flush every ``flush_seconds``, and at each hour's start (so that an hour's
         tunnel-time is its own)."""
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             now = self.clock()
             to_next_hour = hour_of(now) + HOUR - now
             await asyncio.sleep(min(self.flush_seconds, to_next_hour + 0.001))

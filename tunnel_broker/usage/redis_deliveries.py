@@ -19,7 +19,7 @@ from collections import deque
 from typing import Any
 
 from tunnel_broker.backend.redis import keys
-from tunnel_broker.backend.redis.health import RedisHealth
+from tunnel_broker.backend.redis.health import RedisHealth, raise_if_cancelled
 from tunnel_broker.usage.deliveries import KEPT, Record
 
 logger = logging.getLogger("tunnel_broker.usage")
@@ -55,6 +55,7 @@ class RedisDeliveryLog:
     async def _write_all(self) -> None:
         try:
             while self._queued:
+                raise_if_cancelled()  # one a Redis call swallowed (health.py)
                 if not await self.write():
                     await asyncio.sleep(RETRY_SECONDS)
         finally:

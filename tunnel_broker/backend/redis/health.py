@@ -37,12 +37,14 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def raise_if_cancelled() -> None:
-    """Raise the cancellation of the current task if something turned it into another
-    exception. redis-py may end a call cancelled in flight with a connection error, and
-    ``asyncio.timeout`` with ``TimeoutError`` when its deadline and a cancel meet: a
-    background loop that catches those and goes round again would then never end, and
-    whoever stops it waits forever (seen once in thirty runs: a pod's shutdown hung in
-    the lease loop). The task still counts the cancellation it was asked for."""
+    """Raise the current task's cancellation if something swallowed it. On Python 3.11
+    ``asyncio.wait_for`` returns the result when the awaited call finishes just as the
+    cancel arrives, and redis-py wraps every command's send in it; redis-py may also end
+    a call cancelled in flight with a connection error. A background loop that then goes
+    round again never ends, and whoever stops it waits forever (seen once in thirty runs
+    of tests/cluster/test_redis_error_replies.py: a pod's shutdown hung in the lease
+    loop). Loops call this each round, and where they catch Redis errors: the task still
+    counts the cancellation it was asked for."""
     try:
         task = asyncio.current_task()
     except RuntimeError:  # no event loop: no task to be cancelled

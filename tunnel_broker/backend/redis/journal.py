@@ -156,6 +156,7 @@ class EventJournal:
     async def _run(self, app: _AppJournal) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             if not self.health.healthy:
                 # Everything is rewritten when Redis is back: ``rewrite``.
                 await asyncio.sleep(0.05)

@@ -202,6 +202,7 @@ class EventOrder:
         """Poll what messages may have missed: held tunnels whose owers are done or
         gone, and settlements a Redis error interrupted."""
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             await asyncio.sleep(self.poll_seconds)
             for key in list(self._unsettled):
                 if key not in self._owing:

@@ -79,6 +79,7 @@ class Subscription:
     ) -> None:
         attempt = 0
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             pubsub: PubSub | None = None
             try:
                 pubsub = await self._subscribe(group)

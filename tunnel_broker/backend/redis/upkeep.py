@@ -53,6 +53,7 @@ class Upkeep:
         health = backend.health
         next_trim = time.monotonic() + TRIM_SECONDS
         while True:
+            raise_if_cancelled()  # one a Redis call swallowed (health.py)
             await asyncio.sleep(interval)
             if time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + TRIM_SECONDS
