@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -78,8 +78,6 @@ def _app_id(request: Request) -> str:
 
 
 def _validated(raw: dict[str, Any]) -> App:
-    from pydantic import ValidationError
-
     try:
         return App.model_validate(raw)
     except ValidationError as exc:
