@@ -65,6 +65,7 @@ from common import (
     RawWsProtocol,
     RawWsStats,
     broker_metric,
+    busy_host_notes,
     http_get,
     new_event_loop,
     pin_to_cpu,
@@ -1116,8 +1117,7 @@ async def phase_memory(args: argparse.Namespace, work: Path) -> PhaseResult:
     )
     add_open_notes(res, opened)
     add_log_notes(res, logs)
-    if other_cpu > 0.1:
-        res.notes.append(f"host was busy with other work ({other_cpu:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other_cpu)
     if profile is not None:
         res.notes += summarize_py_spy(profile)
     return res
@@ -1337,8 +1337,7 @@ async def phase_echo(args: argparse.Namespace, work: Path) -> PhaseResult:
             }
         )
     add_log_notes(res, logs)
-    if other_cpu > 0.1:
-        res.notes.append(f"host was busy with other work ({other_cpu:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other_cpu)
     if profile is not None:
         res.notes += summarize_py_spy(profile)
     return res
@@ -1461,8 +1460,7 @@ async def phase_broadcast(args: argparse.Namespace, work: Path) -> PhaseResult:
     )
     add_open_notes(res, opened)
     add_log_notes(res, logs)
-    if other_cpu > 0.1:
-        res.notes.append(f"host was busy with other work ({other_cpu:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other_cpu)
     if got and busiest > 0.85 and broker_util < 0.85:
         res.notes.append(
             "the load side was the bottleneck (a load CPU was saturated, the broker's was "
@@ -1665,8 +1663,7 @@ async def phase_storm(args: argparse.Namespace, work: Path) -> PhaseResult:
     if first_errors:
         res.notes.append(f"first failed reconnect: {first_errors[0]}")
     add_log_notes(res, logs)
-    if other_cpu > 0.1:
-        res.notes.append(f"host was busy with other work ({other_cpu:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other_cpu)
     if profile is not None:
         res.notes += summarize_py_spy(profile)
     return res

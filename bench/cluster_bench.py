@@ -96,6 +96,7 @@ from common import (
     RawWsProtocol,
     RawWsStats,
     broker_metric,
+    busy_host_notes,
     free_port,
     http_get,
     new_event_loop,
@@ -954,8 +955,7 @@ async def phase_latency(args: argparse.Namespace, cluster: Cluster) -> list[Phas
     sm["latency phase: other processes' CPU (cores)"] = other
     if errors:
         res.notes.append(f"{len(errors)} push errors, first: {errors[0]}")
-    if other > 0.1:
-        res.notes.append(f"host was busy with other work ({other:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other)
     res.notes.append(
         "CPU per push includes each process's idle background (leases, pings); see the idle "
         "line, and the uninvolved pod, for its size"
@@ -1102,8 +1102,7 @@ async def phase_broadcast_cost(args: argparse.Namespace, cluster: Cluster) -> li
     d["other processes' CPU on the host (cores)"] = other
     if errors:
         res.notes.append(f"{len(errors)} errors, first: {errors[0]}")
-    if other > 0.1:
-        res.notes.append(f"host was busy with other work ({other:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other)
     for path in prof:
         res.notes += summarize_py_spy(path)
     sm = cluster.summary
@@ -1245,8 +1244,7 @@ async def broadcast_round(
                 f"pod-{p} delivered {got_p:,} of {want:,}"
                 + (" (pod-0 is the API pod that published)" if p == 0 else "")
             )
-    if other > 0.1:
-        res.notes.append(f"host was busy with other work ({other:.2f} cores): noisy numbers")
+    res.notes += busy_host_notes(other)
     if wall > 0 and pods_cpu / wall > 0.85:
         res.notes.append(
             "the pods' shared core was saturated: the wall-clock rate is what one core running "

@@ -812,6 +812,14 @@ async def raw_ws_connect(
     return proto
 
 
+def busy_host_notes(other_cores: float) -> list[str]:
+    """A phase's note when other processes used the host meanwhile (more than a tenth of
+    a core): its numbers are noisy."""
+    if other_cores > 0.1:
+        return [f"host was busy with other work ({other_cores:.2f} cores): noisy numbers"]
+    return []
+
+
 # --------------------------------------------------------------------------- webhook receiver
 
 

@@ -25,7 +25,7 @@ from tunnel_broker.errors import ApiError
 from tunnel_broker.ratelimit import TokenBucket
 from tunnel_broker.targets import Target
 from tunnel_broker.timestamps import iso_time
-from tunnel_broker.trace.records import delivery_record, event_record, push_record
+from tunnel_broker.trace.records import delivery_record, event_record, matches, push_record
 from tunnel_broker.usage.counters import UsageCounters
 from tunnel_broker.webhooks.events import EncodedEvent
 
@@ -150,8 +150,6 @@ class Tracer:
 
     def deliver(self, app_id: str, record: dict[str, Any]) -> None:
         """Hand a record to this node's watchers of the app whose filter it passes."""
-        from tunnel_broker.trace.records import matches
-
         for watcher in self.watchers.get(app_id, ()):
             if matches(record, watcher.tunnel_id, watcher.user_id):
                 watcher.offer(record)

@@ -75,13 +75,13 @@ class TunnelReader:
     __slots__ = (
         "_since",
         "_waiting",
+        "counters",
         "delivery",
         "inbound",
         "lease",
         "quotas",
         "socket",
         "tunnel",
-        "usage",
     )
 
     def __init__(
@@ -99,7 +99,7 @@ class TunnelReader:
         self.socket = socket
         self.delivery = delivery  # looked up per message: a reaped pod starts afresh
         self.lease = lease
-        self.usage = usage
+        self.counters = usage.of(tunnel.app.id)  # kept per app for the process's life
         self.inbound = inbound  # the protocol's message of a frame (None: nothing to relay)
         self._waiting: asyncio.Future[None] | None = None
         self._since = 0.0  # when the current wait began
@@ -187,7 +187,7 @@ class TunnelReader:
             if numbered is None and not self._admitted(limits):
                 return self._waiting is None
             self.quotas.take(app.id, 1)
-        counters = self.usage.of(app.id)
+        counters = self.counters
         counters.messages_in += 1
         if isinstance(relayed, str) and not relayed.isascii():
             counters.bytes_in += len(relayed.encode())
