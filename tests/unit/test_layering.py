@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "tunnels.tokens",
             "tunnels.writer",
             "tunnels.frames",
+            "tunnels.handshake",
             "tunnels.protocol",
             "tunnels.reliable",
             "tunnels.resume",

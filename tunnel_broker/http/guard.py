@@ -10,8 +10,10 @@ fed unfinished multi-megabyte headers. This protocol adds, per connection:
 - ``header_timeout`` from the connection's start (and from each new request's first byte)
   to a complete head: an idle connection is closed, a slow one gets ``408``;
 - ``max_header_bytes`` for the header lines: ``431``;
-- ``MAX_URL_BYTES`` for the request target: ``414`` (WebSocket handshakes fail at 8 KB
-  anyway, but without an answer the client could read).
+- ``MAX_URL_BYTES`` for the request target: ``414`` (a connect URL never comes near it).
+
+And a WebSocket upgrade goes to the tunnel protocol with its head as parsed here, not
+written out again for a second parser (``tunnels/handshake.py``).
 
 Every refusal is problem details with a code of ``errors.ERROR_TABLE`` and
 ``connection: close``.
@@ -23,11 +25,13 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tunnel_broker.errors import ApiError
+from tunnel_broker.tunnels.protocol import TunnelProtocol
 
 logger = logging.getLogger("tunnel_broker.http.guard")
 
@@ -104,7 +108,21 @@ def guarded_http_protocol(limits: FrontEndLimits) -> type[HttpToolsProtocol]:
                 if self._raw_head > limits.max_header_bytes + MAX_URL_BYTES + 64:
                     self._refuse_headers()
                     return
-            super().data_received(data)
+            # uvicorn's data_received, except that an upgrade keeps the bytes that came
+            # after the head in the same read: frames a client sent without waiting for
+            # the 101 (stock uvicorn drops them).
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                msg = "Invalid HTTP request received."
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            except httptools.HttpParserUpgrade as upgrade:
+                if self._should_upgrade():
+                    self._upgrade(data[upgrade.args[0] :])
+                else:
+                    self._unsupported_upgrade_warning()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -146,6 +164,24 @@ def guarded_http_protocol(limits: FrontEndLimits) -> type[HttpToolsProtocol]:
                     f"request headers are limited to {limits.max_header_bytes} bytes",
                 )
             )
+
+        def _upgrade(self, rest: bytes) -> None:
+            """Hand the parsed head to the tunnel protocol, which answers the handshake
+            itself (``tunnels/handshake.py``); stock uvicorn rebuilds the head as bytes
+            for a second parser."""
+            protocol_class = self.ws_protocol_class
+            if protocol_class is None or not issubclass(protocol_class, TunnelProtocol):
+                self.handle_websocket_upgrade()
+                return
+            self.connections.discard(self)
+            protocol = protocol_class(
+                config=self.config, server_state=self.server_state, app_state=self.app_state
+            )
+            protocol.connection_made(self.transport)
+            self.transport.set_protocol(protocol)
+            protocol.upgrade(cast(dict[str, Any], self.scope), self.url)
+            if rest and not self.transport.is_closing():  # not refused
+                protocol.data_received(rest)
 
         def send_400_response(self, msg: str) -> None:
             if not self._refused:  # a refusal above already answered

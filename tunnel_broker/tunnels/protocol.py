@@ -42,14 +42,20 @@ import asyncio
 import logging
 from collections import deque
 from typing import Any, Protocol, cast
+from urllib.parse import unquote
 
-from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.utils import (
+    ClientDisconnected,
+    get_client_addr,
+    get_path_with_query_string,
+)
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
-from websockets.protocol import State
+from websockets.protocol import Protocol as FrameProtocol
+from websockets.protocol import Side, State
 
-from tunnel_broker.tunnels import frames
+from tunnel_broker.tunnels import frames, handshake
 from tunnel_broker.tunnels.closecodes import CloseCode
 from tunnel_broker.tunnels.writer import Message, Step
 
@@ -94,6 +100,8 @@ class Inbox:
 
 # The ASGI scope extension under which the handler finds its socket.
 SOCKET_EXTENSION = "tunnel_broker.socket"
+# What a client may send before the handshake's answer, kept for after it.
+_EARLY_BYTES = 64 * 1024
 
 
 class TunnelProtocol(WebSocketsSansIOProtocol):
@@ -107,8 +115,104 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
         self.consumer: Consumer | None = None
         self._held: deque[str | bytes] | None = None  # messages the consumer held back
         self.queue = Inbox()  # type: ignore[assignment]
+        # Set by ``upgrade`` (the broker's own handshake) until the handshake completes.
+        self._accept: str | None = None
+        self._early: list[bytes] | None = None  # bytes the client sent before our 101
+
+    # ---- the opening handshake, from the head uvicorn parsed ------------------------------
+
+    def upgrade(self, request: dict[str, Any], target: bytes) -> None:
+        """Take over a connection whose upgrade request uvicorn's HTTP protocol has parsed
+        (``request`` is its HTTP scope, ``target`` the raw request target), instead of
+        having its head rebuilt as bytes and parsed again (``handshake.py``)."""
+        verdict = handshake.check(request["method"], request["http_version"], request["headers"])
+        if isinstance(verdict, handshake.Refusal):
+            self.handshake_complete = self.close_sent = True
+            self.transport.write(verdict.response())
+            self.transport.close()
+            return
+        try:
+            path = target.decode("ascii")
+        except UnicodeDecodeError:
+            self.handshake_complete = self.close_sent = True
+            self.transport.write(handshake.Refusal(400, "invalid request target").response())
+            self.transport.close()
+            return
+        raw_path, _, query = path.partition("?")
+        root = self.root_path
+        extensions: dict[str, Any] = {"websocket.http.response": {}, SOCKET_EXTENSION: self}
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": self.scheme,
+            "server": self.server,
+            "client": self.client,
+            "root_path": root,
+            "path": root + unquote(raw_path),
+            "raw_path": (root + raw_path).encode("ascii"),
+            "query_string": query.encode("ascii"),
+            "headers": request["headers"],
+            "subprotocols": verdict.subprotocols,
+            "state": request["state"],
+            "extensions": extensions,
+        }
+        self._accept = verdict.accept
+        self._early = []
+        self.handshake_initiated = True
+        self.queue.put_nowait({"type": "websocket.connect"})
+        task = self.loop.create_task(self.run_asgi())
+        task.add_done_callback(self.on_task_complete)
+        self.tasks.add(task)
+
+    def data_received(self, data: bytes) -> None:
+        early = self._early
+        if early is None:
+            super().data_received(data)
+            return
+        # The client spoke before our 101 (RFC 6455 says it must wait): keep a little of
+        # it for the frame parser, in order; more is not a client worth waiting for.
+        early.append(data)
+        if sum(map(len, early)) > _EARLY_BYTES:
+            self._early = None
+            self.handshake_complete = self.close_sent = True
+            self.transport.close()
+
+    def _switch_protocols(self, message: Any, accept: str) -> None:
+        """Our 101, then ``websockets``' frame protocol for the rest of the socket's life."""
+        self._accept = None
+        early, self._early = self._early, None
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(
+                '%s - "WebSocket %s" [accepted]',
+                get_client_addr(self.scope),
+                get_path_with_query_string(self.scope),
+            )
+        headers = list(self.default_headers)
+        headers += [(n.lower(), v) for n, v in message.get("headers", ())]
+        self.handshake_complete = True
+        self.transport.write(
+            handshake.switching_protocols(accept, message.get("subprotocol"), headers)
+        )
+        # Only frames from here on: the handshake's parser (a ServerProtocol, which
+        # uvicorn's code needs only before the 101) would be dead weight.
+        self.conn = cast(
+            Any,
+            FrameProtocol(
+                Side.SERVER,
+                state=State.OPEN,
+                max_size=self.config.ws_max_size,
+                logger=self.conn.logger,
+            ),
+        )
+        self.start_keepalive()
+        cast(dict[str, Any], self.scope).clear()  # the handler read what it needs already
+        if early:
+            self.data_received(b"".join(early))
 
     def handle_connect(self, event: Any) -> None:
+        """The handshake through ``websockets`` (a connection not handed over by
+        ``upgrade``)."""
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
         if scope is not None:  # a request that became a WebSocket
@@ -225,6 +329,13 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
         self.handle_parser_exception()
 
     async def send(self, message: Any) -> None:
+        accept = self._accept
+        if accept is not None and message["type"] == "websocket.accept":
+            if self.disconnected:
+                raise ClientDisconnected()
+            if not self.transport.is_closing():
+                self._switch_protocols(message, accept)
+            return
         if (
             message["type"] != "websocket.close"
             or not self.handshake_complete
@@ -234,6 +345,8 @@ class TunnelProtocol(WebSocketsSansIOProtocol):
             await super().send(message)
             if message["type"] == "websocket.accept":
                 self._forget_handshake()
+            elif self.handshake_complete:  # refused before the 101: nothing more to keep
+                self._accept = self._early = None
             return
         # Suspends only before writing anything (tunnels/writer.py relies on it).
         await self.writable.wait()
