@@ -226,7 +226,7 @@ def _redis_apps_command(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings) -> int:
-    from tunnel_broker.server import build
+    from tunnel_broker.server import build, collect_garbage_less_often
 
     logs.configure(settings.log_level, settings.log_format)
     apps = []
@@ -255,6 +255,7 @@ def serve(settings: Settings) -> int:
     except ValueError as exc:
         logger.error("%s", exc)
         return 2
+    collect_garbage_less_often()
     server.run()
     return 0
 
