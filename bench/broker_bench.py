@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import common
+import netns
 import psutil
 from common import (
     API_KEY,
@@ -771,14 +773,22 @@ async def _worker_loop(worker: LoadWorker, replies: BinaryIO) -> None:
     await close_raw(worker.clients, 2)
 
 
+def _use_broker_host(host: str) -> None:
+    """Where the broker listens (``--client-netns``: its end of the veth pair)."""
+    global HOST
+    HOST = common.HOST = host
+
+
 def worker_main(argv: list[str]) -> int:
     """``broker_bench.py load-worker``: one load process (started by :class:`LoadPool`)."""
     p = argparse.ArgumentParser(prog="broker_bench.py load-worker")
     p.add_argument("--index", type=int, required=True)
     p.add_argument("--cpu", type=int, default=-1)
     p.add_argument("--local-host", default="")
+    p.add_argument("--broker-host", default=HOST)
     p.add_argument("--api-connections", type=int, default=8)
     opts = p.parse_args(argv)
+    _use_broker_host(opts.broker_host)
     # Replies go to the original stdout; anything else printed goes to the log (stderr).
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
@@ -878,10 +888,15 @@ async def load_pool(args: argparse.Namespace, work: Path, tunnels: int) -> Async
     try:
         for i, share in enumerate(split_evenly(tunnels, n)):
             log_path = work / f"load-{i}.log"
-            local = f"127.0.0.{2 + i}" if HOST == "127.0.0.1" and i < 250 else ""
             cmd = [sys.executable, str(Path(__file__).resolve()), "load-worker"]
+            if args.client_netns:
+                local = netns.client_address(i)
+                cmd = netns.exec_prefix() + cmd
+            else:
+                local = f"127.0.0.{2 + i}" if HOST == "127.0.0.1" and i < 250 else ""
             cmd += ["--index", str(i), "--cpu", str(cpus[i % len(cpus)])]
             cmd += ["--local-host", local, "--api-connections", str(api_each)]
+            cmd += ["--broker-host", HOST]
             with log_path.open("wb") as log:
                 proc = await asyncio.create_subprocess_exec(
                     *cmd,
@@ -1771,6 +1786,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--broker-cpu", type=int, default=0)
     p.add_argument("--load-cpu", type=int, default=1)
+    p.add_argument(
+        "--client-netns",
+        action="store_true",
+        help="load processes in a network namespace of their own (bench/netns.py), joined "
+        "by a veth pair with each side's receive processing on its own CPU: the broker is "
+        "not charged for its clients' TCP receive path, as on loopback (needs root)",
+    )
     p.add_argument("--log-level", default="warning", help="broker --log-level")
     p.add_argument(
         "--broker-arg", action="append", default=[], help="extra broker argument (repeatable)"
@@ -1909,8 +1931,14 @@ def main(argv: list[str] | None = None) -> int:
         f"load_cpu={args.load_cpu} (pinned={pinned}) client_cpus={args.client_cpus or '-'} "
         f"nofile={nofile} logs={work}"
     )
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        results = runner.run(run(args, work))
+    with contextlib.ExitStack() as stack:
+        if args.client_netns:
+            most = max(args.client_processes, default_client_processes(biggest))
+            stack.enter_context(netns.client_namespace(args.broker_cpu, args.load_cpu, most))
+            _use_broker_host(netns.BROKER_ADDRESS)
+            print(f"clients in network namespace {netns.NAMESPACE}, broker on {HOST}")
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            results = runner.run(run(args, work))
     metering: dict[str, Any] = {}
     if args.metering == "compare":
         metering = metering_summary(results)

@@ -371,6 +371,7 @@ def start_webhook_receiver(
     """Start the echoing webhook receiver (this file, run as a script) pinned to ``cpu``."""
     port = free_port()
     cmd = [python, str(Path(__file__).resolve()), "webhook-receiver", "--port", str(port)]
+    cmd += ["--host", HOST]
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     proc = _spawn("webhook", cmd, cpu, log_dir, port, env)
@@ -957,14 +958,17 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
+    global HOST
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     rx = sub.add_parser("webhook-receiver", help="run the echoing webhook receiver")
     rx.add_argument("--port", type=int, required=True)
+    rx.add_argument("--host", default=HOST, help="address to listen on")
     rx.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this long")
     args = parser.parse_args(argv)
     raise_nofile_limit()
     if args.cmd == "webhook-receiver":
+        HOST = args.host
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve_webhooks(args.port, args.max_seconds))
 
