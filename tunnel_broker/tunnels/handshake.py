@@ -3,9 +3,9 @@ head uvicorn's HTTP parser has already read.
 
 Stock uvicorn writes the parsed head back out as bytes, has ``websockets`` parse it a
 second time into its own request object, builds a response object with a freshly
-formatted date, and serialises it: about a third of a tunnel's setup (py-spy on
-``bench/broker_bench.py --memory``, docs/performance.md). Here the head's header list is
-checked once, and the answer is a few byte strings joined. The checks and their answers
+formatted date, and serialises it. Here the head's header list is checked once, and the
+answer is a few byte strings joined: about a tenth less broker CPU per WebSocket connect
+(``bench/broker_bench.py --memory``, docs/performance.md). The checks and their answers
 are those of ``websockets``' server (``ServerProtocol.process_request``), which stays the
 reference: ``tests/unit/test_handshake.py`` holds every verdict against it. Header values
 of the common forms are compared directly; any other form goes through ``websockets``'

@@ -23,8 +23,14 @@ uvicorn does not allow for that:
 
 And a text message that is not UTF-8 fails the connection with 1007 quietly (stock
 uvicorn logged a traceback for each, and crashed when the client's close frame came in
-the same read). Everything else (handshake, framing, keepalive pings, limits) is
-uvicorn's and ``websockets``', unchanged.
+the same read). Everything else (framing, keepalive pings, limits) is uvicorn's and
+``websockets``', unchanged.
+
+**The handshake from the parsed head.** uvicorn's HTTP protocol hands an upgrade over
+with its head already parsed (``upgrade``, called by ``http/guard.py``): the handshake is
+checked and answered by ``handshake.py`` with ``websockets``' rules, instead of the head
+being written out again for ``websockets`` to parse; after the 101 ``websockets``' frame
+protocol takes over. Bytes the client sends before the 101 wait for it.
 
 **The tunnel's own path, past ASGI.** Once a tunnel is open its messages skip the ASGI
 queue: each goes straight to the tunnel's reader (``consumer``, ``tunnels/reader.py``),

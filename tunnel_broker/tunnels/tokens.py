@@ -70,7 +70,7 @@ class _PlainSerializer(Serializer[str]):
     base64 JSON, and a payload marked compressed is refused rather than inflated.
 
     It signs and verifies with one signer for its life: itsdangerous builds a new one,
-    and derives its keys again, for every token (a tenth of a tunnel's setup, py-spy on
+    and derives its keys again, for every token (about 5% of a tunnel's setup, py-spy on
     ``bench/broker_bench.py --memory``)."""
 
     def __init__(self, secret_keys: list[str], salt: str) -> None:
