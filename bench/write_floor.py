@@ -47,15 +47,15 @@ from common import (
     raise_nofile_limit,
 )
 
-SLICE = 500  # tunnel_broker/tunnels/hub.py PUSH_SLICE
+from tunnel_broker.tunnels.frames import encode
+from tunnel_broker.tunnels.hub import PUSH_SLICE
+
 HARD_TIMEOUT = 300.0  # every wait is bounded
 
 
-def frame(text: str) -> bytes:
-    """An unmasked WebSocket text frame (server to client), for payloads under 126 bytes."""
-    data = text.encode()
-    assert len(data) < 126
-    return bytes((0x81, len(data))) + data
+def round_frame(r: int) -> bytes:
+    """Round ``r``'s frame: the broker bench's broadcast payload, encoded as the broker does."""
+    return encode(f"{r}:" + "b" * 64)
 
 
 # --------------------------------------------------------------------------- reader side
@@ -84,7 +84,6 @@ async def _read(port: int, sockets: int, phase_bytes: int, phases: int) -> None:
                 return
             await asyncio.sleep(0.002)
         print(json.dumps({"phase": phase, "at": time.time()}), flush=True)
-    print(json.dumps({"cpu": time.process_time()}), flush=True)
 
 
 # --------------------------------------------------------------------------- writer side
@@ -123,13 +122,13 @@ async def _phase(
     count: int,
     rounds: int,
     readers: list[asyncio.subprocess.Process],
-) -> dict[str, float | str]:
+) -> dict[str, int | float | str]:
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.time()
     for r in range(rounds):
-        data = frame(f"{r}:" + "b" * 64)  # the broker bench's payload
-        for start in range(0, count, SLICE):
-            write(start, start + SLICE, data)
+        data = round_frame(r)
+        for start in range(0, count, PUSH_SLICE):
+            write(start, start + PUSH_SLICE, data)
             await asyncio.sleep(0)
     after = resource.getrusage(resource.RUSAGE_SELF)
     done = [json.loads(await _line(reader)) for reader in readers]
@@ -164,7 +163,7 @@ def _on_load_core() -> None:
     raise_nofile_limit()
 
 
-async def _write(args: argparse.Namespace) -> list[dict[str, float | str]]:
+async def _write(args: argparse.Namespace) -> list[dict[str, int | float | str]]:
     held: list[asyncio.Transport] = []
     loop = asyncio.get_running_loop()
     port = free_port()
@@ -174,10 +173,10 @@ async def _write(args: argparse.Namespace) -> list[dict[str, float | str]]:
     unknown = set(chosen) - methods.keys()
     if unknown:
         raise SystemExit(f"unknown method(s): {', '.join(sorted(unknown))}")
-    share, extra = divmod(args.sockets, args.readers)
-    shares = [share + (i < extra) for i in range(args.readers)]
+    even, extra = divmod(args.sockets, args.readers)
+    shares = [even + (i < extra) for i in range(args.readers)]
     readers = []
-    round_bytes = sum(len(frame(f"{r}:" + "b" * 64)) for r in range(args.rounds))
+    round_bytes = sum(len(round_frame(r)) for r in range(args.rounds))
     for share in shares:
         phase_bytes = round_bytes * share
         cmd = [sys.executable, __file__, "reader", "--port", str(port), "--sockets", str(share)]
@@ -232,7 +231,7 @@ def main() -> None:
         return
     pin_to_cpu(BROKER_CPU)
     results = loop.run_until_complete(_write(args))
-    print(f"{args.sockets:,} sockets, {args.rounds} rounds, slices of {SLICE}")
+    print(f"{args.sockets:,} sockets, {args.rounds} rounds, slices of {PUSH_SLICE}")
     for result in results:
         print(f"  {result['method']}")
         for key, value in result.items():
@@ -240,7 +239,7 @@ def main() -> None:
                 print(f"    {key:<42} {_shown(value):>14}")
 
 
-def _shown(value: float | str) -> str:
+def _shown(value: int | float | str) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):

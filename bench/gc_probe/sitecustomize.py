@@ -32,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import CoroutineType
 from typing import Any
 
 
@@ -62,7 +63,7 @@ def _install() -> None:
                 fullest["tracked"] = len(tracked)
                 fullest["by_type"] = dict(by_type.most_common(60))
                 coroutines = Counter(
-                    obj.cr_code.co_qualname for obj in tracked if type(obj).__name__ == "coroutine"
+                    obj.cr_code.co_qualname for obj in tracked if isinstance(obj, CoroutineType)
                 )
                 fullest["coroutines"] = dict(coroutines.most_common(20))
             del tracked
